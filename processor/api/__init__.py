@@ -1,0 +1,1 @@
+"""Session API: validation shared by the gRPC and HTTP JSON front ends."""

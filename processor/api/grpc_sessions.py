@@ -1,0 +1,48 @@
+"""gRPC front end of the session API: user_enricher.v1.SessionService."""
+
+from __future__ import annotations
+
+import grpc
+
+from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
+from processor.api.intake import SessionIntake, TokenAuth
+from processor.errors import InvalidInput
+from processor.metrics import Metrics
+
+SERVICE_NAME = "user_enricher.v1.SessionService"
+
+
+class SessionServicer:
+    """Serves PushSessions; the bearer token travels as ``authorization`` metadata."""
+
+    def __init__(self, intake: SessionIntake, auth: TokenAuth, metrics: Metrics) -> None:
+        self._intake = intake
+        self._auth = auth
+        self._metrics = metrics
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to register on a ``grpc.aio`` server."""
+        method = grpc.unary_unary_rpc_method_handler(
+            self.push_sessions,
+            request_deserializer=pb.PushSessionsRequest.FromString,
+            response_serializer=pb.PushSessionsResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"PushSessions": method})
+
+    async def push_sessions(
+        self, request: pb.PushSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushSessionsResponse:
+        """Store the pushed sessions, all or none."""
+        metadata = dict(context.invocation_metadata() or ())
+        if not self._auth.allows(metadata.get("authorization")):
+            self._reject("unauthenticated")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        try:
+            accepted = self._intake.push(request, via="grpc")
+        except InvalidInput as exc:
+            self._reject("invalid")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.PushSessionsResponse(accepted=accepted)
+
+    def _reject(self, reason: str) -> None:
+        self._metrics.session_push_rejected.labels(via="grpc", reason=reason).inc()

@@ -1,0 +1,103 @@
+"""HTTP front end: POST /v1/sessions, health probes and Prometheus /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from processor.api.intake import SessionIntake, TokenAuth
+from processor.api.validate import parse_json_body
+from processor.errors import InvalidInput
+from processor.metrics import Metrics
+
+log = structlog.get_logger("processor.api.http")
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def invalid_input_response(exc: InvalidInput) -> web.Response:
+    """400 with every problem listed, each naming its field."""
+    problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+    return _error(400, str(exc), problems=problems)
+
+
+class HttpApi:
+    """Builds the aiohttp application; state lives in the injected collaborators."""
+
+    def __init__(
+        self,
+        *,
+        intake: SessionIntake | None,
+        auth: TokenAuth | None,
+        metrics: Metrics,
+        max_body_bytes: int,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._intake = intake
+        self._auth = auth
+        self._metrics = metrics
+        self._ready = ready
+        self.app = web.Application(
+            client_max_size=max_body_bytes, middlewares=[self._errors_middleware]
+        )
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/metrics", self._metrics_handler)
+        if intake is not None:
+            self.app.router.add_post("/v1/sessions", self._push_sessions)
+
+    @web.middleware
+    async def _errors_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """Answer HTTP errors with JSON bodies; never leak internals on our bugs."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPRequestEntityTooLarge as exc:
+            self._reject("too_large")
+            return _error(413, f"body larger than {exc.max_size} bytes")
+        except web.HTTPException as exc:
+            return _error(exc.status, exc.reason)
+        except Exception:
+            log.exception("http_handler_failed", path=request.path)
+            return _error(500, "internal error")
+
+    async def _push_sessions(self, request: web.Request) -> web.Response:
+        assert self._intake is not None and self._auth is not None
+        if not self._auth.allows(request.headers.get("Authorization")):
+            self._reject("unauthenticated")
+            response = _error(401, "missing or invalid bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="user-enricher"'
+            return response
+        if request.content_type != "application/json":
+            self._reject("content_type")
+            return _error(415, "expected Content-Type: application/json")
+        body = await request.read()
+        try:
+            accepted = self._intake.push(parse_json_body(body), via="http")
+        except InvalidInput as exc:
+            self._reject("invalid")
+            return invalid_input_response(exc)
+        return web.json_response({"accepted": accepted})
+
+    def _reject(self, reason: str) -> None:
+        self._metrics.session_push_rejected.labels(via="http", reason=reason).inc()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if self._ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    async def _metrics_handler(self, _: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

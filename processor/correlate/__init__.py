@@ -1,0 +1,1 @@
+"""Pure correlation and enrichment: no I/O, no clock reads, no logging."""

@@ -1,0 +1,78 @@
+"""Every Prometheus metric the service exports, declared in one place.
+
+The registry is injected so each test (and each in-process demo service) gets
+a fresh one. Metric names follow the Prometheus conventions (``_total`` for
+counters, base units in the name).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_NS = "user_enricher"
+
+
+class Metrics:
+    """Holds the service's metrics, all registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests_received = Counter(
+            f"{_NS}_requests_received", "OTLP Export requests received", ["outcome"], registry=r
+        )
+        self.spans_received = Counter(f"{_NS}_spans_received", "Spans received", registry=r)
+        self.spans_enriched = Counter(
+            f"{_NS}_spans_enriched", "Spans given a user", ["method"], registry=r
+        )
+        self.spans_unmatched = Counter(
+            f"{_NS}_spans_unmatched",
+            "Spans with an address but no covering session",
+            registry=r,
+        )
+        self.spans_ambiguous = Counter(
+            f"{_NS}_spans_ambiguous",
+            "Spans left without a user because several users' sessions covered them",
+            registry=r,
+        )
+        self.spans_identified = Counter(
+            f"{_NS}_spans_already_identified",
+            "Spans that already carried a user from their producer (left unchanged)",
+            registry=r,
+        )
+        self.spans_no_address = Counter(
+            f"{_NS}_spans_no_address", "Spans with no usable source address", registry=r
+        )
+        self.spans_exported = Counter(
+            f"{_NS}_spans_exported", "Spans acknowledged by the downstream", registry=r
+        )
+        self.export_failures = Counter(
+            f"{_NS}_export_failures",
+            "Export requests that failed after retries",
+            ["code"],
+            registry=r,
+        )
+        self.export_retries = Counter(
+            f"{_NS}_export_retries", "Export attempts retried", ["code"], registry=r
+        )
+        self.export_latency = Histogram(
+            f"{_NS}_export_latency_seconds",
+            "Time to get one batch acknowledged by the downstream, retries included",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.sessions_active = Gauge(
+            f"{_NS}_sessions_active", "Sessions held in the session store", registry=r
+        )
+        self.sessions_pushed = Counter(
+            f"{_NS}_sessions_pushed", "Sessions accepted through the session API", ["via"], registry=r
+        )
+        self.session_push_rejected = Counter(
+            f"{_NS}_session_push_rejected",
+            "Session pushes refused",
+            ["via", "reason"],
+            registry=r,
+        )
+        self.sessions_expired = Counter(
+            f"{_NS}_sessions_expired", "Sessions dropped after their end", registry=r
+        )

@@ -1,0 +1,36 @@
+"""Identity value objects shared by every layer: who a user is and where they were."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person as identity sources describe them; ``id`` or ``email`` is always set."""
+
+    id: str = ""
+    email: str = ""
+    name: str = ""
+    roles: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable identity used to tell two users apart (id first, else email)."""
+        return self.id or self.email
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """User ``user`` was at ``source_ip`` from ``start_ns`` until ``end_ns`` (Unix ns)."""
+
+    source_ip: str
+    user: User
+    start_ns: int
+    end_ns: int
+    model: str = ""
+    trace_id: str = ""
+
+    def covers(self, t_ns: int) -> bool:
+        """True when ``t_ns`` falls inside the session, both ends included."""
+        return self.start_ns <= t_ns <= self.end_ns

@@ -1,0 +1,1 @@
+"""Receivers: where OTLP spans enter the service."""

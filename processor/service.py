@@ -1,0 +1,191 @@
+"""Composition root: builds every component from the config and owns their lifecycle.
+
+Start order: store -> exporter channel -> gRPC server (OTLP, sessions, health) ->
+HTTP API -> expiry sweeper. Shutdown order (the reverse, so nothing accepted is
+left without a way out): mark not ready -> stop accepting on gRPC and let
+in-flight exports finish within the grace period -> stop the HTTP API -> stop
+retrying -> close the exporter channel -> stop the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
+from processor.api.grpc_sessions import SessionServicer
+from processor.api.http import HttpApi
+from processor.api.intake import SessionIntake, TokenAuth
+from processor.config import Config, split_endpoint
+from processor.correlate.enrich import Enricher
+from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
+from processor.metrics import Metrics
+from processor.receive.grpc_trace import TraceReceiver
+from processor.sessions.memory import MemorySessionStore
+
+log = structlog.get_logger("processor.service")
+
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+# Spans are exported seconds (SDK batching) to minutes (retries) after they start,
+# so a session stays matchable for this long after its end before it is dropped.
+EXPIRY_GRACE_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    """Where the service actually listens (ports resolved when configured as 0)."""
+
+    grpc: str
+    http: str | None
+
+
+class Service:
+    """The running service; ``start()`` then ``shutdown()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._clock_ns = clock_ns
+        self.store = MemorySessionStore(config.sessions.max_sessions)
+        self._grpc_sender = OtlpGrpcSender(
+            GrpcExporterSettings.from_config(config.exporter),
+            on_partial_success=self._on_partial_success,
+        )
+        self._sender = RetrySender(
+            self._grpc_sender,
+            RetryPolicy.from_config(config.exporter.retry),
+            on_retry=self._on_retry,
+        )
+        self._receiver = TraceReceiver(
+            Enricher(config.correlation.address_attributes), self.store, self._sender, self.metrics
+        )
+        self._health = health.aio.HealthServicer()
+        self._grpc_server: grpc.aio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._ready = False
+        self.addresses = BoundAddresses(grpc="", http=None)
+
+    @property
+    def ready(self) -> bool:
+        """True between a completed start() and the beginning of shutdown()."""
+        return self._ready
+
+    async def start(self) -> None:
+        """Open the exporter, bind the listeners and start the sweeper."""
+        await self._grpc_sender.start()
+        intake, auth = self._session_intake()
+        grpc_address = await self._start_grpc(intake, auth)
+        http_address = await self._start_http(intake, auth)
+        self.addresses = BoundAddresses(grpc=grpc_address, http=http_address)
+        self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
+        for service in ("", TRACE_SERVICE, SESSION_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
+        log.info(
+            "service_started",
+            grpc=grpc_address,
+            http=http_address,
+            exporter=self.config.exporter.endpoint,
+        )
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let in-flight exports finish, then close everything."""
+        self._ready = False
+        await self._health.enter_graceful_shutdown()
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace_s)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self._sender.shutdown()
+        await self._grpc_sender.shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        log.info("service_stopped")
+
+    def _session_intake(self) -> tuple[SessionIntake | None, TokenAuth | None]:
+        api = self.config.api
+        if not api.enabled or api.token is None:
+            return None, None
+        intake = SessionIntake(
+            self.store, self.metrics, default_ttl_s=self.config.sessions.ttl, clock_ns=self._clock_ns
+        )
+        return intake, TokenAuth(api.token.get_secret_value())
+
+    async def _start_grpc(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
+        limit = self.config.receiver.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        handlers = [self._receiver.handler()]
+        if intake is not None and auth is not None:
+            handlers.append(SessionServicer(intake, auth, self.metrics).handler())
+        server.add_generic_rpc_handlers(handlers)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        host, port = split_endpoint(self.config.receiver.grpc_endpoint)
+        bound = server.add_insecure_port(_join(host, port))
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.config.receiver.grpc_endpoint}")
+        await server.start()
+        self._grpc_server = server
+        return _join(host, bound)
+
+    async def _start_http(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
+        api = HttpApi(
+            intake=intake,
+            auth=auth,
+            metrics=self.metrics,
+            max_body_bytes=self.config.api.max_body_bytes,
+            ready=lambda: self._ready,
+        )
+        runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = split_endpoint(self.config.api.endpoint)
+        site = web.TCPSite(runner, host, port, reuse_port=False)
+        await site.start()
+        self._http_runner = runner
+        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else port
+        return _join(host, bound)
+
+    async def _sweep(self) -> None:
+        """Drop ended sessions periodically and publish the store size."""
+        while True:
+            await asyncio.sleep(self.config.sessions.sweep_interval)
+            self.sweep_once()
+
+    def sweep_once(self) -> int:
+        """One expiry pass at the injected clock's now; returns sessions dropped."""
+        dropped = self.store.expire(self._clock_ns() - int(EXPIRY_GRACE_S * 1e9))
+        self.metrics.sessions_expired.inc(dropped)
+        self.metrics.sessions_active.set(len(self.store))
+        return dropped
+
+    def _on_retry(self, attempt: int, delay_s: float, code: str) -> None:
+        self.metrics.export_retries.labels(code=code).inc()
+
+    def _on_partial_success(self, rejected: int, message: str) -> None:
+        self.metrics.export_failures.labels(code="PARTIAL_SUCCESS").inc()
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

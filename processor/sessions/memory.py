@@ -1,0 +1,130 @@
+"""Embedded in-memory session store, indexed by address then start time."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field, replace
+from itertools import count
+
+from processor.model import Session, User
+from processor.sessions.store import NEVER, Match
+
+
+@dataclass(slots=True)
+class _AddressSessions:
+    """Sessions of one address; ``starts`` is sorted and parallel to ``seqs``."""
+
+    starts: list[int] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    # Longest session ever stored here: bounds how far back a lookup scans.
+    max_span_ns: int = 0
+
+    def insert(self, start_ns: int, seq: int) -> None:
+        i = bisect_right(self.starts, start_ns)
+        self.starts.insert(i, start_ns)
+        self.seqs.insert(i, seq)
+
+    def remove(self, start_ns: int, seq: int) -> None:
+        i = bisect_left(self.starts, start_ns)
+        while self.seqs[i] != seq:
+            i += 1
+        del self.starts[i]
+        del self.seqs[i]
+
+
+class MemorySessionStore:
+    """Bounded store: past ``max_sessions`` the oldest-inserted session is evicted.
+
+    Lookups bisect on start time and scan back at most the longest session length,
+    so their cost depends on how many sessions overlap, not on the store's size.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self._max = max_sessions
+        self._by_seq: dict[int, Session] = {}
+        self._by_ip: dict[str, _AddressSessions] = {}
+        self._ends: list[tuple[int, int]] = []  # lazy heap of (end_ns, seq)
+        self._seq = count()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
+
+    def add(self, session: Session) -> None:
+        """Store ``session``; a push that overlaps the same user's session extends it."""
+        entry = self._by_ip.setdefault(session.source_ip, _AddressSessions())
+        for seq in self._same_user_overlapping(entry, session):
+            old = self._pop(seq)
+            session = replace(
+                session,
+                start_ns=min(old.start_ns, session.start_ns),
+                end_ns=max(old.end_ns, session.end_ns),
+                model=session.model or old.model,
+                trace_id=session.trace_id or old.trace_id,
+            )
+            entry = self._by_ip.setdefault(session.source_ip, _AddressSessions())
+        self._put(entry, session)
+        while len(self._by_seq) > self._max:
+            self._pop(next(iter(self._by_seq)))
+            self.evicted += 1
+
+    def users_at(self, ip: str, t_ns: int) -> Match:
+        """Distinct users whose session on ``ip`` covers ``t_ns``, and until when that holds."""
+        entry = self._by_ip.get(ip)
+        if entry is None:
+            return Match((), NEVER)
+        found: tuple[User, ...] = ()
+        after = bisect_right(entry.starts, t_ns)
+        until = entry.starts[after] if after < len(entry.starts) else NEVER
+        for seq in entry.seqs[bisect_left(entry.starts, t_ns - entry.max_span_ns) : after]:
+            s = self._by_seq[seq]
+            if s.end_ns >= t_ns:
+                until = min(until, s.end_ns + 1)
+                if all(u.key != s.user.key for u in found):
+                    found += (s.user,)
+        return Match(found, until)
+
+    def expire(self, now_ns: int) -> int:
+        """Drop every session whose end is before ``now_ns``."""
+        dropped = 0
+        while self._ends and self._ends[0][0] < now_ns:
+            end_ns, seq = heapq.heappop(self._ends)
+            current = self._by_seq.get(seq)
+            if current is not None and current.end_ns == end_ns:
+                self._pop(seq)
+                dropped += 1
+        return dropped
+
+    def _started_in(self, entry: _AddressSessions, lo_ns: int, hi_ns: int) -> list[int]:
+        """Sequence numbers of sessions on ``entry`` that start within [lo, hi]."""
+        return entry.seqs[bisect_left(entry.starts, lo_ns) : bisect_right(entry.starts, hi_ns)]
+
+    def _same_user_overlapping(self, entry: _AddressSessions, new: Session) -> list[int]:
+        seqs = self._started_in(entry, new.start_ns - entry.max_span_ns, new.end_ns)
+        return [
+            seq
+            for seq in seqs
+            if self._by_seq[seq].user.key == new.user.key
+            and self._by_seq[seq].end_ns >= new.start_ns
+        ]
+
+    def _put(self, entry: _AddressSessions, session: Session) -> None:
+        seq = next(self._seq)
+        self._by_seq[seq] = session
+        entry.insert(session.start_ns, seq)
+        entry.max_span_ns = max(entry.max_span_ns, session.end_ns - session.start_ns)
+        heapq.heappush(self._ends, (session.end_ns, seq))
+        if len(self._ends) > 2 * len(self._by_seq) + 1024:
+            # Merged and evicted sessions leave stale heap entries; rebuild
+            # so the heap stays proportional to the live sessions.
+            self._ends = [(s.end_ns, q) for q, s in self._by_seq.items()]
+            heapq.heapify(self._ends)
+
+    def _pop(self, seq: int) -> Session:
+        session = self._by_seq.pop(seq)
+        entry = self._by_ip[session.source_ip]
+        entry.remove(session.start_ns, seq)
+        if not entry.seqs:
+            del self._by_ip[session.source_ip]
+        return session

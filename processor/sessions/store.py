@@ -1,0 +1,45 @@
+"""Interfaces of the session store, so that a shared (Redis) store can stand in later."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+from processor.model import Session, User
+
+# Larger than any Unix-ns timestamp a span can carry (fixed64 max is 2**64 - 1).
+NEVER = 2**64
+
+
+class Match(NamedTuple):
+    """Users covering a time, and the first later time at which the answer may change.
+
+    The answer holds for every time in [queried time, ``until_ns``), which lets the
+    span path reuse one lookup for a batch of spans close in time.
+    """
+
+    users: tuple[User, ...]
+    until_ns: int
+
+
+class SessionLookup(Protocol):
+    """Read side used on the span path: must be cheap and must not do I/O."""
+
+    def users_at(self, ip: str, t_ns: int) -> Match:
+        """Distinct users whose session on ``ip`` covers ``t_ns``, and until when."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of sessions held."""
+        ...
+
+
+class SessionStore(SessionLookup, Protocol):
+    """Write side used by identity sources and the expiry sweeper."""
+
+    def add(self, session: Session) -> None:
+        """Store ``session``, merging it with the same user's overlapping one on that address."""
+        ...
+
+    def expire(self, now_ns: int) -> int:
+        """Drop sessions that ended before ``now_ns``; return how many were dropped."""
+        ...

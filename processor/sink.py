@@ -1,0 +1,69 @@
+"""An in-process OTLP/gRPC trace sink: Jaeger's stand-in for the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class TraceSink:
+    """Records every Export request it receives on 127.0.0.1 (port chosen by the OS)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._host = host
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.raw: list[bytes] = []
+        self._changed = asyncio.Condition()
+        self._server: grpc.aio.Server | None = None
+        self.endpoint = ""
+
+    async def start(self) -> str:
+        """Listen on an ephemeral port; returns ``host:port``."""
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
+        method = grpc.unary_unary_rpc_method_handler(
+            self._export, request_deserializer=None, response_serializer=None
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(_SERVICE, {"Export": method})]
+        )
+        port = server.add_insecure_port(f"{self._host}:0")
+        await server.start()
+        self._server = server
+        self.endpoint = f"{self._host}:{port}"
+        return self.endpoint
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            await self._server.stop(None)
+
+    def spans(self) -> list[Span]:
+        """Every span received so far, in arrival order."""
+        return [
+            span
+            for request in self.requests
+            for rs in request.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
+
+    async def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[Span]:
+        """Wait until at least ``count`` spans arrived; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(lambda: len(self.spans()) >= count)
+        return self.spans()
+
+    async def _export(self, raw: bytes, _: grpc.aio.ServicerContext) -> bytes:
+        async with self._changed:
+            self.raw.append(raw)
+            self.requests.append(ExportTraceServiceRequest.FromString(raw))
+            self._changed.notify_all()
+        return ExportTraceServiceResponse().SerializeToString()
