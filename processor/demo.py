@@ -198,7 +198,9 @@ def render_table(spans: Sequence[Span]) -> str:
 def _row(span: Span) -> tuple[str, ...]:
     attrs = {kv.key: kv.value for kv in span.attributes}
     when = datetime.fromtimestamp(span.start_time_unix_nano / 1e9, UTC).strftime("%H:%M:%S")
-    tokens = f"{_text(attrs, 'gen_ai.usage.input_tokens')}/{_text(attrs, 'gen_ai.usage.output_tokens')}"
+    tokens = (
+        f"{_text(attrs, 'gen_ai.usage.input_tokens')}/{_text(attrs, 'gen_ai.usage.output_tokens')}"
+    )
     return (
         when,
         _text(attrs, "http.path"),

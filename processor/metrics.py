@@ -65,7 +65,10 @@ class Metrics:
             f"{_NS}_sessions_active", "Sessions held in the session store", registry=r
         )
         self.sessions_pushed = Counter(
-            f"{_NS}_sessions_pushed", "Sessions accepted through the session API", ["via"], registry=r
+            f"{_NS}_sessions_pushed",
+            "Sessions accepted through the session API",
+            ["via"],
+            registry=r,
         )
         self.session_push_rejected = Counter(
             f"{_NS}_session_push_rejected",

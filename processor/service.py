@@ -124,7 +124,10 @@ class Service:
         if not api.enabled or api.token is None:
             return None, None
         intake = SessionIntake(
-            self.store, self.metrics, default_ttl_s=self.config.sessions.ttl, clock_ns=self._clock_ns
+            self.store,
+            self.metrics,
+            default_ttl_s=self.config.sessions.ttl,
+            clock_ns=self._clock_ns,
         )
         return intake, TokenAuth(api.token.get_secret_value())
 
@@ -163,8 +166,7 @@ class Service:
         site = web.TCPSite(runner, host, port, reuse_port=False)
         await site.start()
         self._http_runner = runner
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
+        bound: int = runner.addresses[0][1]
         return _join(host, bound)
 
     async def _sweep(self) -> None:

@@ -43,6 +43,7 @@ class HttpApi:
         self._auth = auth
         self._metrics = metrics
         self._ready = ready
+        self._max_body = max_body_bytes
         self.app = web.Application(
             client_max_size=max_body_bytes, middlewares=[self._errors_middleware]
         )
@@ -60,9 +61,9 @@ class HttpApi:
         try:
             response: web.StreamResponse = await handler(request)
             return response
-        except web.HTTPRequestEntityTooLarge as exc:
+        except web.HTTPRequestEntityTooLarge:
             self._reject("too_large")
-            return _error(413, f"body larger than {exc.max_size} bytes")
+            return _error(413, f"body larger than {self._max_body} bytes")
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason)
         except Exception:

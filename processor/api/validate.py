@@ -124,9 +124,7 @@ def _user(m: pb.Session, problems: list[Problem]) -> User | None:
     return User(id=u.id, email=u.email, name=u.name, roles=tuple(u.roles))
 
 
-def _end(
-    m: pb.Session, start_ns: int, default_ttl_s: float, problems: list[Problem]
-) -> int | None:
+def _end(m: pb.Session, start_ns: int, default_ttl_s: float, problems: list[Problem]) -> int | None:
     if m.HasField("end") and m.ttl_seconds:
         problems.append(Problem("end", "give end or ttl_seconds, not both"))
         return None

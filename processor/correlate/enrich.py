@@ -79,7 +79,9 @@ class Enricher:
                 continue
             resource_attrs = rs.resource.attributes
             if check_present and _has_identity(resource_attrs):
-                stats.identified += _count(rs.scope_spans)
+                n = _count(rs.scope_spans)
+                stats.spans += n
+                stats.identified += n
                 continue
             raw_addr = self._resource_addr.find(resource_attrs)
             resource_ip = self._normalize(raw_addr) if raw_addr else None
@@ -131,9 +133,7 @@ class Enricher:
                 continue
             if present:
                 span.MergeFromString(
-                    self._encoder.encoded_absent(
-                        users[0], METHOD_SESSION, CONFIDENCE_HIGH, present
-                    )
+                    self._encoder.encoded_absent(users[0], METHOD_SESSION, CONFIDENCE_HIGH, present)
                 )
             else:
                 span.MergeFromString(data)

@@ -83,9 +83,7 @@ class IdentityEncoder:
         data = self._cache[key] = encode_attributes(identity_attributes(user, method, confidence))
         return data
 
-    def encoded_absent(
-        self, user: User, method: str, confidence: str, present: set[str]
-    ) -> bytes:
+    def encoded_absent(self, user: User, method: str, confidence: str, present: set[str]) -> bytes:
         """Encoded attributes leaving out every key already ``present`` on the span."""
         attrs = identity_attributes(user, method, confidence)
         return encode_attributes([kv for kv in attrs if kv.key not in present])

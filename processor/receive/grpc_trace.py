@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from processor.correlate.enrich import METHOD_SESSION, EnrichStats, Enricher
+from processor.correlate.enrich import METHOD_SESSION, Enricher, EnrichStats
 from processor.errors import DownstreamError
 from processor.export import Sender
 from processor.metrics import Metrics

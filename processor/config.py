@@ -1,0 +1,676 @@
+"""Start-up configuration: YAML file -> validated, frozen ``Config`` objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from yaml.constructor import ConstructorError
+
+from processor.errors import ConfigError, Problem
+
+__all__ = [
+    "TOKEN_ENV_VAR",
+    "ApiConfig",
+    "Config",
+    "CorrelationConfig",
+    "ExporterConfig",
+    "LoggingConfig",
+    "ReceiverConfig",
+    "RetryConfig",
+    "SessionsConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+    "split_endpoint",
+]
+
+TOKEN_ENV_VAR = "USER_ENRICHER_API_TOKEN"
+"""Environment variable that overrides ``api.token`` and ``api.token_file``."""
+
+MIN_TOKEN_LENGTH = 8
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+DEFAULT_ADDRESS_ATTRIBUTES = (
+    "src.addr",
+    "client.address",
+    "network.peer.address",
+    "net.peer.ip",
+    "net.sock.peer.addr",
+    "http.client_ip",
+)
+
+# --------------------------------------------------------------------------- scalar parsers
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+_PLAIN_NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DURATION_HINT = "expected a duration like 500ms, 10s, 30m or 1h30m"
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+}
+_SIZE_RE = re.compile(r"([0-9]+) ?([A-Za-z]*)")
+_SIZE_HINT = "expected a size like 512KiB, 64MiB or 4MB"
+
+_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_ENDPOINT_HINT = "expected host:port, e.g. 127.0.0.1:4317 or [::1]:4317"
+
+_METADATA_KEY_RE = re.compile(r"[a-z0-9_.-]+")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse ``"500ms"``, ``"10s"``, ``"1h30m"`` or a plain number of seconds into seconds."""
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"{_DURATION_HINT}, got {text!r}")
+    if isinstance(text, int | float):
+        return _check_seconds(float(text))
+    stripped = text.strip()
+    if _PLAIN_NUMBER_RE.fullmatch(stripped):
+        return float(stripped)
+    if not _DURATION_RE.fullmatch(stripped):
+        raise ValueError(f"{_DURATION_HINT}, got {text!r}")
+    parts = _DURATION_PART.findall(stripped)
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def _check_seconds(seconds: float) -> float:
+    """Reject negative and non-finite numbers of seconds."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"{_DURATION_HINT}, got {seconds!r}")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte count: an int, or a string like ``"64MiB"``, ``"512KiB"``, ``"4MB"``."""
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ValueError(f"{_SIZE_HINT}, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError("must not be negative")
+        return text
+    match = _SIZE_RE.fullmatch(text.strip())
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"{_SIZE_HINT}, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """Split ``"host:port"`` or ``"[ipv6]:port"`` into ``(host, port)``; port 0 is allowed."""
+    if "://" in endpoint:
+        raise ValueError(f"expected host:port without a URL scheme, got {endpoint!r}")
+    if endpoint.startswith("["):
+        host, sep, port = endpoint[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{_ENDPOINT_HINT}, got {endpoint!r}")
+        _check_ipv6(host, endpoint)
+    else:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep:
+            raise ValueError(f"{_ENDPOINT_HINT}, got {endpoint!r}")
+        if ":" in host:
+            raise ValueError(
+                f"IPv6 addresses must be in brackets, like [::1]:4317; got {endpoint!r}"
+            )
+        if not _HOST_RE.fullmatch(host):
+            raise ValueError(f"{_ENDPOINT_HINT}, got {endpoint!r}")
+    return host, _parse_port(port, endpoint)
+
+
+def _check_ipv6(host: str, endpoint: str) -> None:
+    """Raise ValueError unless ``host`` (from inside brackets) is an IPv6 address."""
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} in {endpoint!r} is not an IPv6 address") from None
+
+
+def _parse_port(port: str, endpoint: str) -> int:
+    """Parse a decimal port number in 0..65535."""
+    if not _PORT_RE.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {endpoint!r}")
+    return int(port)
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadContext:
+    """What validators need from ``parse_config``: where the file lives and the environment."""
+
+    base_dir: Path
+    env: Mapping[str, str]
+
+
+def _load_context(info: ValidationInfo) -> _LoadContext | None:
+    """The load context, or None when a model is constructed directly in code."""
+    return info.context if isinstance(info.context, _LoadContext) else None
+
+
+def _field_problems(title: str, problems: Sequence[tuple[str, str]]) -> ValidationError:
+    """Build a ValidationError locating each ``(field, message)`` pair; inputs are never kept."""
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError("config_problem", "{message}", {"message": message}),
+            loc=(field,),
+            input=None,
+        )
+        for field, message in problems
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+def _duration(value: Any) -> float:
+    """BeforeValidator adapter for :func:`parse_duration`."""
+    return parse_duration(value)
+
+
+def _size(value: Any) -> int:
+    """BeforeValidator adapter for :func:`parse_size`."""
+    return parse_size(value)
+
+
+def _size_between(low: int, high: int) -> AfterValidator:
+    """An AfterValidator enforcing ``low <= size <= high`` with a human message."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {_format_size(low)} and {_format_size(high)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _format_size(size: int) -> str:
+    """Render a byte count in the largest binary unit that divides it."""
+    for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def _endpoint(value: str, *, allow_port_zero: bool) -> str:
+    """Check ``host:port`` syntax; port 0 only where ``allow_port_zero``."""
+    _, port = split_endpoint(value)
+    if port == 0 and not allow_port_zero:
+        raise ValueError("port must be from 1 to 65535")
+    return value
+
+
+def _listen_endpoint(value: str) -> str:
+    """Endpoint we listen on (port 0 picks a free port)."""
+    return _endpoint(value, allow_port_zero=True)
+
+
+def _remote_endpoint(value: str) -> str:
+    """Endpoint we connect to (needs a real port)."""
+    return _endpoint(value, allow_port_zero=False)
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Resolve a path relative to the config file's directory (the cwd outside parse_config)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    context = _load_context(info)
+    base_dir = context.base_dir if context else Path.cwd()
+    return str(base_dir / Path(value).expanduser())
+
+
+def _existing_file(value: str) -> str:
+    """Require that ``value`` names an existing regular file."""
+    if not Path(value).is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+def _metadata_key(value: str) -> str:
+    """Lower-case a header name and check it is usable as (ASCII) gRPC metadata."""
+    key = value.lower()
+    if not _METADATA_KEY_RE.fullmatch(key):
+        raise ValueError("invalid header name: use only a-z, 0-9, '-', '_' and '.'")
+    if key.startswith("grpc-"):
+        raise ValueError("header names starting with 'grpc-' are reserved by gRPC")
+    if key.endswith("-bin"):
+        raise ValueError("binary ('-bin') headers are not supported")
+    return key
+
+
+def _metadata_value(value: str) -> str:
+    """gRPC ASCII metadata values must be printable ASCII."""
+    if not all(" " <= char <= "~" for char in value):
+        raise ValueError("header values must be printable ASCII")
+    return value
+
+
+def _unique_header_names(value: Any) -> Any:
+    """Reject header names that differ only in case (they would silently merge)."""
+    if isinstance(value, Mapping):
+        seen: set[str] = set()
+        for key in value:
+            if isinstance(key, str) and key.lower() in seen:
+                raise ValueError(f"duplicate header {key!r} (header names are case-insensitive)")
+            if isinstance(key, str):
+                seen.add(key.lower())
+    return value
+
+
+def _no_duplicates(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Reject repeated entries in a list."""
+    duplicates = sorted({value for value in values if values.count(value) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate entries: {', '.join(duplicates)}")
+    return values
+
+
+def _lower(value: Any) -> Any:
+    """Lower-case strings so ``INFO`` and ``info`` both work."""
+    return value.lower() if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+ListenEndpoint = Annotated[str, Field(strict=True), AfterValidator(_listen_endpoint)]
+RemoteEndpoint = Annotated[str, Field(strict=True), AfterValidator(_remote_endpoint)]
+ConfigPath = Annotated[str, Field(strict=True), AfterValidator(_resolve_path)]
+HeaderName = Annotated[str, AfterValidator(_metadata_key)]
+HeaderValue = Annotated[str, Field(strict=True), AfterValidator(_metadata_value)]
+AttributeName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class _Frozen(BaseModel):
+    """Base for every config section: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class ReceiverConfig(_Frozen):
+    """The OTLP/gRPC receiver that AgentGateway exports spans to."""
+
+    grpc_endpoint: ListenEndpoint = "127.0.0.1:4317"
+    max_message_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, GiB)] = 64 * MiB
+
+
+class RetryConfig(_Frozen):
+    """Exponential back-off for retryable export failures."""
+
+    enabled: StrictBool = True
+    initial_interval: PositiveDuration = 1.0
+    max_interval: PositiveDuration = 10.0
+    max_elapsed: PositiveDuration = 60.0
+    multiplier: Annotated[FiniteFloat, Field(ge=1)] = 1.5
+    jitter: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> Self:
+        """``max_interval`` must not be below ``initial_interval``."""
+        if self.max_interval < self.initial_interval:
+            raise _field_problems(
+                type(self).__name__, [("max_interval", "must be >= initial_interval")]
+            )
+        return self
+
+
+class ExporterConfig(_Frozen):
+    """The downstream OTLP/gRPC collector that enriched spans are sent to."""
+
+    endpoint: RemoteEndpoint
+    insecure: StrictBool = False
+    ca_file: Annotated[ConfigPath, AfterValidator(_existing_file)] | None = None
+    headers: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_unique_header_names)] = (
+        Field(default_factory=dict)
+    )
+    compression: Literal["gzip", "none"] = "gzip"
+    timeout: PositiveDuration = 10.0
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        """A CA file makes no sense on a plaintext connection."""
+        if self.insecure and self.ca_file is not None:
+            raise _field_problems(
+                type(self).__name__, [("ca_file", "cannot be used with insecure: true")]
+            )
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Like the default, but header values (often credentials) are masked."""
+        for name, value in super().__repr_args__():
+            if name == "headers":
+                yield name, dict.fromkeys(self.headers, "**********")
+            else:
+                yield name, value
+
+
+class ApiConfig(_Frozen):
+    """The session API that Open WebUI calls to register who is behind an address.
+
+    When validated through :func:`parse_config`, ``token`` is the resolved token
+    (``USER_ENRICHER_API_TOKEN``, else the contents of ``token_file``, else ``token``)
+    and is required while the API is enabled. Constructed directly in code, the
+    token is taken as given.
+    """
+
+    enabled: StrictBool = True
+    endpoint: ListenEndpoint = "127.0.0.1:8089"
+    token: SecretStr | None = None
+    token_file: ConfigPath | None = None
+    max_body_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, 64 * MiB)] = MiB
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_token(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the file/environment token sources and the token rules."""
+        api = handler(data)
+        context = _load_context(info)
+        if context is None:
+            return api
+        try:
+            token = _resolve_api_token(api, context.env)
+        except _TokenProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+        return api.model_copy(update={"token": token})
+
+
+_TOKEN_REQUIRED = (
+    "required when the session API is enabled (set api.token, api.token_file "
+    f"or {TOKEN_ENV_VAR}, or api.enabled: false)"
+)
+
+
+class _TokenProblem(Exception):
+    """Why the API token could not be resolved; ``field`` is the key to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    """A token, the key it is reported on, and how to name its source in messages."""
+
+    value: str
+    field: str
+    source: str
+
+
+def _resolve_api_token(api: ApiConfig, env: Mapping[str, str]) -> SecretStr | None:
+    """Apply the token sources and rules; raises _TokenProblem (without the token in it)."""
+    if api.token is not None and api.token_file is not None:
+        raise _TokenProblem("token_file", "cannot be combined with token; set only one")
+    token = _pick_token(api, env)
+    if token is None or not token.value:
+        if api.enabled:
+            raise _TokenProblem("token", _TOKEN_REQUIRED)
+        return None
+    if len(token.value) < MIN_TOKEN_LENGTH:
+        message = f"must be at least {MIN_TOKEN_LENGTH} characters"
+        raise _TokenProblem(token.field, f"{token.source} {message}".lstrip())
+    return SecretStr(token.value)
+
+
+def _pick_token(api: ApiConfig, env: Mapping[str, str]) -> _Token | None:
+    """The environment variable wins, then token_file (read now), then the inline token."""
+    from_env = env.get(TOKEN_ENV_VAR, "").rstrip()
+    if from_env:
+        return _Token(from_env, "token", TOKEN_ENV_VAR)
+    if api.token_file is not None:
+        try:
+            text = Path(api.token_file).read_text(encoding="utf-8").rstrip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _TokenProblem("token_file", _read_failure(api.token_file, exc)) from None
+        return _Token(text, "token_file", f"the token in {api.token_file}")
+    if api.token is not None:
+        return _Token(api.token.get_secret_value(), "token", "")
+    return None
+
+
+def _read_failure(path: str | os.PathLike[str], exc: OSError | UnicodeDecodeError) -> str:
+    """A one-line reason why ``path`` could not be read."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{path} is not valid UTF-8"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {path}"
+    return f"cannot read {path}: {exc.strerror or exc}"
+
+
+class SessionsConfig(_Frozen):
+    """The in-memory address -> user session table."""
+
+    ttl: PositiveDuration = 1800.0
+    max_sessions: PositiveInt = 1_000_000
+    sweep_interval: PositiveDuration = 30.0
+
+
+class CorrelationConfig(_Frozen):
+    """Which span attributes hold the client address used to look up the session."""
+
+    address_attributes: Annotated[
+        tuple[AttributeName, ...], Field(min_length=1), AfterValidator(_no_duplicates)
+    ] = DEFAULT_ADDRESS_ATTRIBUTES
+
+
+class LoggingConfig(_Frozen):
+    """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Frozen):
+    """The whole validated configuration."""
+
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    exporter: ExporterConfig
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a YAML config file; raises ConfigError listing every problem."""
+    file = Path(path)
+    data = _read_yaml(file)
+    if not isinstance(data, Mapping):
+        kind = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        raise ConfigError([Problem("", f"config file {file} is {kind}")])
+    return parse_config(
+        data, base_dir=file.absolute().parent, env=os.environ if env is None else env
+    )
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path, env: Mapping[str, str]) -> Config:
+    """Validate already-parsed YAML; relative paths are resolved against ``base_dir``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError([Problem("", "the top level of the config must be a mapping")])
+    try:
+        return Config.model_validate(
+            _with_sections(data), context=_LoadContext(base_dir=base_dir, env=env)
+        )
+    except ValidationError as exc:
+        problems = [_to_problem(error) for error in exc.errors(include_input=False)]
+    raise ConfigError(problems)
+
+
+def _with_sections(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Every section present (an empty or missing section means all defaults).
+
+    Missing sections must still be validated so that, e.g., the token environment
+    variable and the token requirement apply without an ``api:`` block.
+    """
+    sections: dict[str, Any] = {name: {} for name in Config.model_fields}
+    for key, value in data.items():
+        sections[key] = {} if value is None and key in sections else value
+    return sections
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        """Construct a mapping, failing on a repeated key."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise ConstructorError(
+                    "in the mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(file: Path) -> Any:
+    """Load a YAML document, turning every failure into a ConfigError."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = _read_failure(file, exc).replace("file not found", "config file not found")
+        raise ConfigError([Problem("", reason)]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem("", _yaml_failure(file, exc))]) from None
+
+
+def _yaml_failure(file: Path, exc: yaml.YAMLError) -> str:
+    """Describe a YAML error with its line and column (and where the broken construct began)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    message = f"invalid YAML in {file}{_at(getattr(exc, 'problem_mark', None))}: {problem}"
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        message += f" ({context} started{_at(context_mark)})"
+    return message
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    """`` at line L, column C`` for a YAML mark (1-based), or nothing."""
+    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+# --------------------------------------------------------------------------- error translation
+
+_INTERNAL_LOC = re.compile(
+    r"(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|chain|nullable)\[.*\]"
+)
+
+_MESSAGES = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "string_too_short": "must not be empty",
+}
+
+_BOUNDS = {
+    "greater_than": ("gt", "must be greater than {}"),
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+}
+
+
+def _to_problem(error: Mapping[str, Any]) -> Problem:
+    """Translate one pydantic error into a Problem with a dotted path and a short message."""
+    return Problem(_error_path(error["loc"]), _error_message(error))
+
+
+def _error_path(loc: Sequence[str | int]) -> str:
+    """Join a pydantic loc with dots, dropping pydantic's internal schema labels."""
+    parts = [
+        str(part)
+        for part in loc
+        if not (isinstance(part, str) and (part == "[key]" or _INTERNAL_LOC.fullmatch(part)))
+    ]
+    return ".".join(parts)
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    """A short human message for a pydantic error (never including the input value)."""
+    kind: str = error["type"]
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind in _BOUNDS:
+        key, template = _BOUNDS[kind]
+        return template.format(_number(ctx[key]))
+    if kind == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", str(ctx["expected"])))
+    if kind == "too_short":
+        return "must not be empty"
+    if kind in {"value_error", "assertion_error"}:
+        return str(ctx["error"])
+    return str(error["msg"])
+
+
+def _number(value: Any) -> str:
+    """Render 1.0 as ``1`` and 0.5 as ``0.5``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,192 @@
+"""Send link of the export chain: OTLP/gRPC ``TraceService/Export`` over ``grpc.aio``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import grpc.aio
+import structlog
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from processor.errors import ConfigError, Problem
+from processor.export.classify import (
+    SHUTDOWN_CODE,
+    ExportFailed,
+    classify,
+    retry_delay_from_trailers,
+)
+
+_log = structlog.get_logger(__name__)
+
+# OTLP spec, "OTLP/gRPC": the unary method every trace receiver implements.
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+_COMPRESSION = {"gzip": grpc.Compression.Gzip, "none": grpc.Compression.NoCompression}
+
+# on_partial_success(rejected_spans, error_message): called when the server accepted
+# the request but rejected some spans (OTLP spec, "Partial Success").
+PartialSuccessHook = Callable[[int, str], None]
+
+
+class _ExporterConfigLike(Protocol):
+    """Read-only view of ``processor.config.ExporterConfig`` (structural, to avoid the import)."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def insecure(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def compression(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcExporterSettings:
+    """Where and how to export: ``endpoint`` is ``host:port``, ``timeout`` is per call (s)."""
+
+    endpoint: str
+    insecure: bool = False
+    ca_file: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    compression: str = "gzip"
+    timeout: float = 10.0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        """Reject a compression name gRPC does not know."""
+        if self.compression not in _COMPRESSION:
+            raise ValueError(f"compression must be one of {sorted(_COMPRESSION)}")
+
+    @classmethod
+    def from_config(cls, cfg: _ExporterConfigLike) -> GrpcExporterSettings:
+        """Build settings from an ``ExporterConfig``-shaped object."""
+        return cls(
+            endpoint=cfg.endpoint,
+            insecure=cfg.insecure,
+            ca_file=cfg.ca_file,
+            headers=dict(cfg.headers),
+            compression=cfg.compression,
+            timeout=cfg.timeout,
+        )
+
+
+class OtlpGrpcSender:
+    """Sender exporting serialized ``ExportTraceServiceRequest`` bytes over one gRPC channel.
+
+    ``send`` raises :class:`ExportFailed` (a DownstreamError) classified per the OTLP spec.
+    Spans the server rejects in a partial success are not an error: they are logged
+    (``export_partial_success``), added to :attr:`rejected_spans_total` and passed to
+    ``on_partial_success``.
+    """
+
+    def __init__(
+        self,
+        settings: GrpcExporterSettings,
+        *,
+        on_partial_success: PartialSuccessHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_partial_success = on_partial_success
+        self._metadata = tuple((k.lower(), v) for k, v in settings.headers.items()) or None
+        self._channel: grpc.aio.Channel | None = None
+        self._export: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._rejected_spans_total = 0
+
+    @property
+    def rejected_spans_total(self) -> int:
+        """Spans the server rejected in partial successes since construction."""
+        return self._rejected_spans_total
+
+    async def start(self) -> None:
+        """Open the channel; raises ConfigError if ``ca_file`` cannot be read."""
+        if self._channel is not None:
+            return
+        credentials = await self._credentials()
+        self._channel = self._open_channel(credentials)
+        # request_serializer=None: the payload is already a serialized request and goes
+        # on the wire as-is; only the (tiny) response is decoded.
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+    async def send(self, payload: bytes) -> None:
+        """Export one serialized request; raise ExportFailed on any RPC failure."""
+        export = self._export
+        if export is None:
+            raise ExportFailed("exporter is not running", code=SHUTDOWN_CODE, retryable=False)
+        timeout = self._settings.timeout if self._settings.timeout > 0 else None
+        try:
+            response = await export(payload, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise _export_failed(err) from err
+        self._note_partial_success(response)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Close the channel, cancelling in-flight calls after ``grace`` seconds."""
+        channel, self._channel, self._export = self._channel, None, None
+        if channel is not None:
+            await channel.close(grace)
+
+    async def _credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials (system roots or ``ca_file``), or None for plaintext."""
+        if self._settings.insecure:
+            return None
+        ca_file = self._settings.ca_file
+        if ca_file is None:
+            return grpc.ssl_channel_credentials()
+        try:
+            roots = await asyncio.to_thread(Path(ca_file).read_bytes)
+        except OSError as err:
+            problem = Problem("exporter.ca_file", f"cannot read {ca_file}: {err.strerror}")
+            raise ConfigError([problem]) from err
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+        """Create the channel with compression and large message limits."""
+        options = [
+            ("grpc.max_send_message_length", self._settings.max_message_bytes),
+            ("grpc.primary_user_agent", "otel-user-enricher"),
+        ]
+        compression = _COMPRESSION[self._settings.compression]
+        target = self._settings.endpoint
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=options, compression=compression)
+        return grpc.aio.secure_channel(
+            target, credentials, options=options, compression=compression
+        )
+
+    def _note_partial_success(self, response: ExportTraceServiceResponse) -> None:
+        """Log and count spans rejected in a partial success (not retried, per the spec)."""
+        # OTLP spec, "Partial Success": the client MUST NOT retry the request.
+        rejected = int(response.partial_success.rejected_spans)
+        if rejected <= 0:
+            return
+        message = str(response.partial_success.error_message)
+        self._rejected_spans_total += rejected
+        _log.warning("export_partial_success", rejected_spans=rejected, error_message=message)
+        if self._on_partial_success is not None:
+            self._on_partial_success(rejected, message)
+
+
+def _export_failed(err: grpc.aio.AioRpcError) -> ExportFailed:
+    """Translate an RPC error into an ExportFailed classified per the OTLP spec."""
+    code = err.code()
+    verdict = classify(code, retry_delay_from_trailers(err.trailing_metadata()))
+    return ExportFailed(
+        f"OTLP export failed: {code.name}: {err.details()}",
+        code=code.name,
+        retryable=verdict.retryable,
+        min_delay=verdict.min_delay,
+    )

@@ -1,0 +1,183 @@
+"""Retry link of the export chain: exponential backoff with jitter (exporterhelper style)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from processor.errors import DownstreamError
+from processor.export.classify import SHUTDOWN_CODE, ExportFailed
+
+if TYPE_CHECKING:  # runtime import would be circular: the package re-exports this module
+    from processor.export import Sender
+
+_log = structlog.get_logger(__name__)
+
+# sleep(delay_s, stop): wait delay_s seconds, returning early once ``stop`` is set.
+Sleep = Callable[[float, asyncio.Event], Awaitable[None]]
+
+# on_retry(attempt, delay_s, code): called each time a retry is scheduled.
+RetryHook = Callable[[int, float, str], None]
+
+
+class _RetryConfigLike(Protocol):
+    """Read-only view of ``processor.config.RetryConfig`` (structural, to avoid the import)."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def initial_interval(self) -> float: ...
+    @property
+    def max_interval(self) -> float: ...
+    @property
+    def max_elapsed(self) -> float: ...
+    @property
+    def multiplier(self) -> float: ...
+    @property
+    def jitter(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff parameters in seconds; defaults are the Collector's ``retry_on_failure``.
+
+    ``max_elapsed`` of 0 means no limit (Collector semantics). ``jitter`` is the
+    randomization factor: each delay is drawn from ``interval * [1 - jitter, 1 + jitter]``
+    and then capped at ``max_interval``.
+    """
+
+    enabled: bool = True
+    initial_interval: float = 5.0
+    max_interval: float = 30.0
+    max_elapsed: float = 300.0
+    multiplier: float = 1.5
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Reject parameters that would make the backoff meaningless."""
+        problems = _policy_problems(self)
+        if problems:
+            raise ValueError("invalid retry policy: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, cfg: _RetryConfigLike) -> RetryPolicy:
+        """Build a policy from a ``RetryConfig``-shaped object."""
+        return cls(
+            enabled=cfg.enabled,
+            initial_interval=cfg.initial_interval,
+            max_interval=cfg.max_interval,
+            max_elapsed=cfg.max_elapsed,
+            multiplier=cfg.multiplier,
+            jitter=cfg.jitter,
+        )
+
+
+def _policy_problems(p: RetryPolicy) -> list[str]:
+    """List what is wrong with a policy's parameters."""
+    checks: Mapping[str, bool] = {
+        "initial_interval must be > 0": p.initial_interval > 0,
+        "max_interval must be >= initial_interval": p.max_interval >= p.initial_interval,
+        "max_elapsed must be >= 0": p.max_elapsed >= 0,
+        "multiplier must be >= 1": p.multiplier >= 1,
+        "jitter must be within [0, 1]": 0 <= p.jitter <= 1,
+    }
+    return [message for message, ok in checks.items() if not ok]
+
+
+async def event_sleep(delay: float, stop: asyncio.Event) -> None:
+    """Sleep ``delay`` seconds, returning early as soon as ``stop`` is set."""
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
+class RetrySender:
+    """Sender that retries retryable DownstreamErrors of the wrapped sender with backoff.
+
+    After :meth:`shutdown`, a pending backoff wakes up at once and its ``send`` raises
+    ``ExportFailed(code=SHUTDOWN_CODE, retryable=False)``; new sends still get one attempt
+    (so a final flush can go out) but are never retried. Like the Collector, the first
+    attempt of a send is not interrupted: shutting the wrapped sender down cancels it.
+    """
+
+    def __init__(
+        self,
+        inner: Sender,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = event_sleep,
+        rng: random.Random | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._inner = inner
+        self._policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._on_retry = on_retry
+        self._stopped = asyncio.Event()
+
+    async def send(self, payload: bytes) -> None:
+        """Send ``payload``, retrying until success, a permanent error or the time budget."""
+        start = self._clock()
+        interval = self._policy.initial_interval
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._inner.send(payload)
+                return
+            except DownstreamError as err:
+                await self._back_off(err, attempt=attempt, interval=interval, start=start)
+            interval = min(interval * self._policy.multiplier, self._policy.max_interval)
+
+    async def shutdown(self) -> None:
+        """Stop retrying: interrupt pending backoffs and make their sends raise."""
+        self._stopped.set()
+
+    async def _back_off(
+        self, err: DownstreamError, *, attempt: int, interval: float, start: float
+    ) -> None:
+        """Wait before the next attempt, or re-raise ``err`` when it must not be retried."""
+        if not (self._policy.enabled and err.retryable):
+            raise err
+        if self._stopped.is_set():
+            raise _abandoned(err) from err
+        delay = self._delay(interval, err)
+        budget = self._policy.max_elapsed
+        if budget > 0 and self._clock() - start + delay > budget:
+            raise err
+        self._announce(attempt, delay, err.code)
+        await self._sleep(delay, self._stopped)
+        if self._stopped.is_set():
+            raise _abandoned(err) from err
+
+    def _delay(self, interval: float, err: DownstreamError) -> float:
+        """Jittered, capped backoff, floored by the server's RetryInfo delay if any."""
+        spread = self._policy.jitter * (2.0 * self._rng.random() - 1.0)
+        delay = min(interval * (1.0 + spread), self._policy.max_interval)
+        floor = err.min_delay if isinstance(err, ExportFailed) else None
+        # OTLP spec, "OTLP/gRPC Throttling": wait at least the server's RetryInfo delay.
+        return delay if floor is None else max(delay, floor)
+
+    def _announce(self, attempt: int, delay: float, code: str) -> None:
+        """Log the scheduled retry and notify the metrics hook."""
+        _log.info("export_retry_scheduled", attempt=attempt, delay_s=round(delay, 3), code=code)
+        if self._on_retry is not None:
+            self._on_retry(attempt, delay, code)
+
+
+def _abandoned(err: DownstreamError) -> ExportFailed:
+    """The error a send raises when shutdown interrupts its retries."""
+    return ExportFailed(
+        f"export abandoned at shutdown after: {err}", code=SHUTDOWN_CODE, retryable=False
+    )

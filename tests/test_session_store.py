@@ -1,0 +1,111 @@
+"""Tables for the embedded session store: coverage, merging, expiry, bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from processor.model import Session, User
+from processor.sessions.memory import MemorySessionStore
+from processor.sessions.store import NEVER
+
+MIKE = User(id="mike", email="mike.chen@example.com", name="Mike Chen")
+ANA = User(id="ana", email="ana.lima@example.com")
+IP = "172.18.0.5"
+
+
+def store_with(*sessions: Session, limit: int = 100) -> MemorySessionStore:
+    """A store holding ``sessions``."""
+    store = MemorySessionStore(limit)
+    for s in sessions:
+        store.add(s)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [(99, ()), (100, (MIKE,)), (150, (MIKE,)), (200, (MIKE,)), (201, ())],
+)
+def test_one_session_covers_its_interval(t: int, expected: tuple[User, ...]) -> None:
+    """A session covers its start and end inclusive and nothing outside."""
+    assert store_with(Session(IP, MIKE, 100, 200)).users_at(IP, t).users == expected
+
+
+def test_other_address_sees_nothing() -> None:
+    """Sessions are keyed by address."""
+    assert store_with(Session(IP, MIKE, 100, 200)).users_at("10.0.0.1", 150).users == ()
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [(120, (MIKE,)), (160, (MIKE, ANA)), (190, (ANA,))],
+)
+def test_two_users_on_one_address(t: int, expected: tuple[User, ...]) -> None:
+    """Overlapping sessions of two users both come back; disjoint times separate them."""
+    store = store_with(Session(IP, MIKE, 100, 170), Session(IP, ANA, 150, 300))
+    assert set(store.users_at(IP, t).users) == set(expected)
+
+
+def test_same_user_twice_counts_once() -> None:
+    """Two overlapping sessions of one user are merged and return that user once."""
+    store = store_with(Session(IP, MIKE, 100, 200), Session(IP, MIKE, 150, 400))
+    assert len(store) == 1
+    assert store.users_at(IP, 300).users == (MIKE,)
+    assert store.users_at(IP, 120).users == (MIKE,)
+
+
+def test_activity_after_end_extends_session() -> None:
+    """A push that starts when the last one ended extends it (TTL after last activity)."""
+    store = store_with(Session(IP, MIKE, 100, 200), Session(IP, MIKE, 200, 300))
+    assert len(store) == 1
+
+
+def test_disjoint_sessions_of_one_user_stay_apart() -> None:
+    """A gap between two sessions of one user is not covered."""
+    store = store_with(Session(IP, MIKE, 100, 200), Session(IP, MIKE, 300, 400))
+    assert len(store) == 2
+    assert store.users_at(IP, 250).users == ()
+
+
+@pytest.mark.parametrize(
+    ("t", "until"),
+    [(50, 100), (100, 151), (160, 300), (250, 300), (320, 351), (400, NEVER)],
+)
+def test_match_validity(t: int, until: int) -> None:
+    """The answer is valid until the next session start or covering session end."""
+    store = store_with(Session(IP, MIKE, 100, 150), Session(IP, ANA, 300, 350))
+    match = store.users_at(IP, t)
+    assert match.until_ns == until
+
+
+def test_expire_drops_only_ended_sessions() -> None:
+    """Expiry removes sessions that ended before the given time and keeps the rest."""
+    store = store_with(Session(IP, MIKE, 100, 200), Session(IP, ANA, 100, 500))
+    assert store.expire(300) == 1
+    assert store.users_at(IP, 150).users == (ANA,)
+    assert store.expire(300) == 0
+
+
+def test_expire_after_merge_uses_the_new_end() -> None:
+    """A merged session is not expired at its old end."""
+    store = store_with(Session(IP, MIKE, 100, 200), Session(IP, MIKE, 150, 400))
+    assert store.expire(300) == 0
+    assert store.users_at(IP, 350).users == (MIKE,)
+
+
+def test_bounded_store_evicts_oldest() -> None:
+    """Past the limit, the oldest inserted session goes first."""
+    store = store_with(
+        Session("10.0.0.1", MIKE, 100, 200), Session("10.0.0.2", ANA, 100, 200), limit=1
+    )
+    assert len(store) == 1
+    assert store.evicted == 1
+    assert store.users_at("10.0.0.1", 150).users == ()
+    assert store.users_at("10.0.0.2", 150).users == (ANA,)
+
+
+def test_long_and_short_sessions_mix() -> None:
+    """A long session started far back is still found next to many short ones."""
+    sessions = [Session(IP, User(id=f"u{i}"), 1000 + i * 10, 1005 + i * 10) for i in range(50)]
+    store = store_with(Session(IP, MIKE, 0, 10_000), *sessions, limit=1000)
+    assert set(store.users_at(IP, 1002).users) == {MIKE, User(id="u0")}
+    assert store.users_at(IP, 1008).users == (MIKE,)
