@@ -83,7 +83,11 @@ async def _run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        await service.shutdown(grace_s=0)  # release whatever did start
+        raise
     await stop.wait()
     log.info("shutdown_requested")
     await service.shutdown()

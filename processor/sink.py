@@ -17,8 +17,13 @@ _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 class TraceSink:
     """Records every Export request it receives on 127.0.0.1 (port chosen by the OS)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", *, failures: list[grpc.StatusCode] | None = None
+    ) -> None:
         self._host = host
+        # Status codes to answer, in order, before accepting anything (fault tests).
+        self.failures = list(failures or [])
+        self.attempts = 0
         self.requests: list[ExportTraceServiceRequest] = []
         self.raw: list[bytes] = []
         self._changed = asyncio.Condition()
@@ -61,7 +66,10 @@ class TraceSink:
             await self._changed.wait_for(lambda: len(self.spans()) >= count)
         return self.spans()
 
-    async def _export(self, raw: bytes, _: grpc.aio.ServicerContext) -> bytes:
+    async def _export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self.attempts += 1
+        if self.failures:
+            await context.abort(self.failures.pop(0), "injected failure")
         async with self._changed:
             self.raw.append(raw)
             self.requests.append(ExportTraceServiceRequest.FromString(raw))

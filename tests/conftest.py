@@ -1,0 +1,73 @@
+"""Shared fixtures: a real service on 127.0.0.1 exporting into a real in-process sink."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from processor.config import Config, parse_config
+from processor.service import Service
+from processor.sink import TraceSink
+
+TOKEN = "test-token-0123456789"
+
+
+class Clock:
+    """An injectable clock the test moves by hand (Unix nanoseconds)."""
+
+    def __init__(self, now_ns: int = 1_795_000_000_000_000_000) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+def service_config(sink_endpoint: str, **overrides: Any) -> Config:
+    """Config on ephemeral loopback ports; ``overrides`` replace top-level sections."""
+    data: dict[str, Any] = {
+        "receiver": {"grpc_endpoint": "127.0.0.1:0"},
+        "exporter": {
+            "endpoint": sink_endpoint,
+            "insecure": True,
+            "retry": {"initial_interval": "10ms", "max_interval": "50ms", "max_elapsed": "2s"},
+        },
+        "api": {"endpoint": "127.0.0.1:0", "token": TOKEN, "max_body_bytes": "4KiB"},
+        "logging": {"level": "warning"},
+    }
+    data.update(overrides)
+    return parse_config(data, base_dir=Path.cwd(), env={})
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Undo any logging set-up a test (say, the CLI) made."""
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[TraceSink]:
+    """A running OTLP/gRPC sink standing in for Jaeger."""
+    s = TraceSink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The service's clock, under the test's control."""
+    return Clock()
+
+
+@pytest.fixture
+async def service(sink: TraceSink, clock: Clock) -> AsyncIterator[Service]:
+    """A started service exporting to ``sink``, with a 4 KiB session body limit."""
+    svc = Service(service_config(sink.endpoint), clock_ns=clock)
+    await svc.start()
+    yield svc
+    await svc.shutdown(grace_s=1.0)

@@ -1,0 +1,89 @@
+"""The command line: check-config, demo, and serve as a real process with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from processor.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented example config passes check-config."""
+    assert main(["check-config", str(ROOT / "deploy/examples/config.yaml")]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+
+
+def test_check_config_lists_every_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid file exits non-zero and prints each problem with its dotted path."""
+    assert main(["check-config", str(TESTDATA / "many_errors.yaml")]) == 1
+    err = capsys.readouterr().err
+    lines = [line.strip() for line in err.splitlines()[1:]]
+    assert len(lines) >= 4
+    assert all(": " in line and not line.startswith(":") for line in lines)
+
+
+def test_check_config_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing file is reported, not raised."""
+    assert main(["check-config", "/nonexistent/config.yaml"]) == 1
+    assert "nonexistent" in capsys.readouterr().err
+
+
+def test_demo_runs_and_attributes_mike(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo exits 0 and its table shows mike.chen's calls attributed by session."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if "/chat/completions" in line]
+    assert len(rows) == 12
+    mike = [row for row in rows if row[5] == "mike.chen@example.com"]
+    assert [row[6] for row in mike] == ["session"] * 3
+    assert "Run the real thing" in out
+
+
+def test_serve_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``serve`` logs where it listens, and exits 0 after a clean shutdown on SIGTERM."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "receiver: {grpc_endpoint: '127.0.0.1:0'}\n"
+        "exporter: {endpoint: '127.0.0.1:9', insecure: true}\n"
+        "api: {endpoint: '127.0.0.1:0', token: 'serve-test-token'}\n"
+        "logging: {format: json}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    started = json.loads(proc.stderr.readline())
+    assert started["event"] == "service_started"
+    assert started["grpc"].startswith("127.0.0.1:")
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 0
+    events = [json.loads(line)["event"] for line in rest.splitlines() if line.startswith("{")]
+    assert events[-1] == "service_stopped"
+    assert "serve-test-token" not in rest
+
+
+def test_serve_refuses_bad_config(tmp_path: Path) -> None:
+    """``serve`` with an invalid config exits 2 and names the problem."""
+    config = tmp_path / "config.yaml"
+    config.write_text("exporter: {endpoint: 'jaeger:4317'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "processor", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "api.token" in result.stderr
