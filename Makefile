@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto clean
+.PHONY: demo test lint typecheck unit proto bench-enrich clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+# In-process cost of the span path (prints figures; not a test).
+bench-enrich: $(STAMP)
+	$(BIN)/python -m benchmarks.enrich
 
 # Regenerate the session API's Python code after editing proto/.
 proto: $(STAMP)

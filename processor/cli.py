@@ -14,6 +14,7 @@ from processor import __version__
 from processor.config import Config, load_config
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
+from processor.tuning import tune_malloc
 
 log = structlog.get_logger("processor.cli")
 
@@ -67,6 +68,7 @@ def _serve(path: str) -> int:
             print(f"config error: {problem}", file=sys.stderr)
         return 2
     configure_logging(config.logging.level, config.logging.format)
+    tune_malloc()
     try:
         asyncio.run(_run(config))
     except OSError as exc:

@@ -41,8 +41,21 @@ class SessionServicer:
             accepted = self._intake.push(request, via="grpc")
         except InvalidInput as exc:
             self._reject("invalid")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(exc))
         return pb.PushSessionsResponse(accepted=accepted)
 
     def _reject(self, reason: str) -> None:
         self._metrics.session_push_rejected.labels(via="grpc", reason=reason).inc()
+
+
+# gRPC clients refuse trailers over 16 KiB by default; a message naming every
+# problem of a 1000-session batch would exceed that and arrive as
+# RESOURCE_EXHAUSTED, hiding the real error.
+_MAX_PROBLEMS_SHOWN = 20
+
+
+def _details(exc: InvalidInput) -> str:
+    """The error text, listing at most the first few problems."""
+    shown = "; ".join(str(p) for p in exc.problems[:_MAX_PROBLEMS_SHOWN])
+    rest = len(exc.problems) - _MAX_PROBLEMS_SHOWN
+    return f"{shown}; and {rest} more" if rest > 0 else shown

@@ -12,21 +12,26 @@ from processor.sessions.store import SessionStore
 
 
 class TokenAuth:
-    """Checks ``Authorization: Bearer <token>`` values in constant time."""
+    """Checks ``Authorization: Bearer <token>`` values, the token in constant time."""
 
     __slots__ = ("_expected",)
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def __repr__(self) -> str:
         return "TokenAuth(<redacted>)"
 
     def allows(self, authorization: str | None) -> bool:
         """True when ``authorization`` carries the configured bearer token."""
-        if not authorization:
+        scheme, _, presented = (authorization or "").strip().partition(" ")
+        # RFC 7235 section 2.1: the scheme name is case-insensitive.
+        if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(authorization.strip().encode(), self._expected)
+        # Header values may hold undecodable bytes (aiohttp keeps them as
+        # surrogates); encode them back rather than fail.
+        candidate = presented.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(candidate, self._expected)
 
 
 class SessionIntake:

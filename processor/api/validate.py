@@ -29,6 +29,8 @@ def parse_json_body(body: bytes) -> pb.PushSessionsRequest | pb.Session:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput([Problem("", f"body is not valid JSON: {exc}")]) from exc
+    except RecursionError as exc:  # nesting deeper than the interpreter's limit
+        raise InvalidInput([Problem("", "body is nested too deeply")]) from exc
     if not isinstance(data, dict):
         raise InvalidInput([Problem("", "body must be a JSON object")])
     batch = "sessions" in data
@@ -135,6 +137,9 @@ def _end(m: pb.Session, start_ns: int, default_ttl_s: float, problems: list[Prob
         end_ns = m.end.ToNanoseconds()
         if end_ns < start_ns:
             problems.append(Problem("end", "must not be before start"))
+            return None
+        if end_ns - start_ns > MAX_TTL_S * _NS:
+            problems.append(Problem("end", "at most 7 days after start"))
             return None
         return end_ns
     ttl_s = m.ttl_seconds or default_ttl_s

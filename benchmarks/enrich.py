@@ -1,0 +1,72 @@
+"""In-process cost of the span path: decode + enrich + re-encode vs decode + re-encode.
+
+Usage: python -m benchmarks.enrich [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from benchmarks.workload import gateway_batch, sessions
+from processor.correlate.address import DEFAULT_ADDRESS_KEYS
+from processor.correlate.enrich import Enricher
+from processor.sessions.memory import MemorySessionStore
+from processor.tuning import tune_malloc
+
+BATCH = 512
+
+
+def _rate(step: Callable[[], object], seconds: float, repeats: int = 5) -> float:
+    """Best spans/s of ``step`` (one batch per call) over ``repeats`` timed rounds.
+
+    The best round is the least disturbed by the rest of the machine.
+    """
+    step()  # warm caches
+    best = 0.0
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds / repeats:
+            step()
+            calls += 1
+        best = max(best, calls * BATCH / elapsed)
+    return best
+
+
+def main() -> None:
+    """Print spans/s for a bare pass-through and for the enrichment step."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--no-tuning", action="store_true", help="keep glibc's malloc defaults")
+    args = parser.parse_args()
+    tuned = False if args.no_tuning else tune_malloc()
+    print(f"malloc tuning: {'on' if tuned else 'off'}")
+    raw = gateway_batch(BATCH)
+
+    def passthrough() -> object:
+        return ExportTraceServiceRequest.FromString(raw).SerializeToString()
+
+    base = _rate(passthrough, args.seconds)
+    print(f"{'case':<52} {'spans/s':>10} {'vs pass-through':>16}")
+    print(f"{'decode + re-encode (pass-through)':<52} {base:>10,.0f} {1.0:>16.2f}")
+    for count in (4, 10_000, 100_000):
+        store = MemorySessionStore(count + 1)
+        for s in sessions(count):
+            store.add(s)
+        enricher = Enricher(DEFAULT_ADDRESS_KEYS)
+
+        def enrich(store: MemorySessionStore = store, enricher: Enricher = enricher) -> object:
+            request = ExportTraceServiceRequest.FromString(raw)
+            enricher.enrich(request, raw, store)
+            return request.SerializeToString()
+
+        rate = _rate(enrich, args.seconds)
+        label = f"decode + enrich all + re-encode, {count:,} sessions"
+        print(f"{label:<52} {rate:>10,.0f} {rate / base:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
