@@ -13,8 +13,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from benchmarks.workload import gateway_batch, sessions
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
-from processor.correlate.enrich import Enricher
+from processor.correlate.correlator import Correlator, Rules
+from processor.correlate.hold import HoldBuffer
+from processor.correlate.resolve import Resolver
+from processor.correlate.span_identity import IdentityReader
 from processor.sessions.memory import MemorySessionStore
+from processor.sessions.traces import TraceIdentities
 from processor.tuning import tune_malloc
 
 BATCH = 512
@@ -56,16 +60,28 @@ def main() -> None:
         store = MemorySessionStore(count + 1)
         for s in sessions(count):
             store.add(s)
-        enricher = Enricher(DEFAULT_ADDRESS_KEYS)
+        correlator = _correlator(store)
 
-        def enrich(store: MemorySessionStore = store, enricher: Enricher = enricher) -> object:
+        def enrich(correlator: Correlator = correlator) -> object:
             request = ExportTraceServiceRequest.FromString(raw)
-            enricher.enrich(request, raw, store)
-            return request.SerializeToString()
+            return correlator.receive(request, raw, 0).current
 
         rate = _rate(enrich, args.seconds)
         label = f"decode + enrich all + re-encode, {count:,} sessions"
         print(f"{label:<52} {rate:>10,.0f} {rate / base:>16.2f}")
+
+
+def _correlator(store: MemorySessionStore) -> Correlator:
+    """A correlator with no holding: every span is attributed in the request's pass."""
+    rules = Rules(DEFAULT_ADDRESS_KEYS, ("gen_ai.request.model",), ("jwt.sub",), hold_ns=0)
+    return Correlator(
+        rules,
+        Resolver(window_ns=5_000_000_000, skew_ns=500_000_000, policy="skip"),
+        IdentityReader(),
+        store,
+        TraceIdentities(600_000_000_000, 100_000),
+        HoldBuffer(1),
+    )
 
 
 if __name__ == "__main__":

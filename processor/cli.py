@@ -71,6 +71,10 @@ def _serve(path: str) -> int:
     tune_malloc()
     try:
         asyncio.run(_run(config))
+    except ConfigError as exc:  # e.g. the directory file named by the config
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
     except OSError as exc:
         log.error("startup_failed", error=str(exc))
         return 1

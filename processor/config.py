@@ -36,6 +36,7 @@ __all__ = [
     "ApiConfig",
     "Config",
     "CorrelationConfig",
+    "DirectoryConfig",
     "ExporterConfig",
     "LoggingConfig",
     "ReceiverConfig",
@@ -308,6 +309,7 @@ def _lower(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
+NonNegativeDuration = Annotated[Duration, Field(ge=0)]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 ListenEndpoint = Annotated[str, Field(strict=True), AfterValidator(_listen_endpoint)]
@@ -490,11 +492,45 @@ class SessionsConfig(_Frozen):
 
 
 class CorrelationConfig(_Frozen):
-    """Which span attributes hold the client address used to look up the session."""
+    """How a span is tied to a user: address keys, timing windows, holding, ambiguity."""
 
     address_attributes: Annotated[
         tuple[AttributeName, ...], Field(min_length=1), AfterValidator(_no_duplicates)
     ] = DEFAULT_ADDRESS_ATTRIBUTES
+    # Extra span/resource attribute keys that name the user, mapped to the user field
+    # they carry (besides the built-in user.*, enduser.id, client.user.* and
+    # http.request.header.x-openwebui-user-* keys).
+    identity_attributes: dict[AttributeName, Literal["id", "email", "name", "role"]] = Field(
+        default_factory=dict
+    )
+    # Attributes holding the model a span asked for, in order of preference.
+    model_attributes: Annotated[tuple[AttributeName, ...], AfterValidator(_no_duplicates)] = (
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+    )
+    # A span whose start lies in [event - clock_skew, event + request_window]
+    # matches a request event.
+    request_window: PositiveDuration = 5.0
+    clock_skew: NonNegativeDuration = 0.5
+    # How long a span without exact identity waits for its trace's identity or a
+    # matching event; 0 disables holding.
+    hold: NonNegativeDuration = 6.0
+    max_held_spans: PositiveInt = 100_000
+    ambiguous: Literal["skip", "nearest", "candidates"] = "skip"
+    # How long a trace's identity is remembered, and how many traces at most.
+    trace_ttl: PositiveDuration = 600.0
+    max_traces: PositiveInt = 100_000
+
+
+class DirectoryConfig(_Frozen):
+    """Static file mapping addresses/CIDRs and principals (jwt.sub, API keys) to users."""
+
+    file: Annotated[ConfigPath, AfterValidator(_existing_file)] | None = None
+    reload_interval: PositiveDuration = 10.0
+    # Span attributes whose values are looked up as principals in the directory.
+    principal_attributes: Annotated[tuple[AttributeName, ...], AfterValidator(_no_duplicates)] = (
+        "jwt.sub",
+    )
 
 
 class LoggingConfig(_Frozen):
@@ -512,6 +548,7 @@ class Config(_Frozen):
     api: ApiConfig = Field(default_factory=ApiConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

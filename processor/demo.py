@@ -103,6 +103,8 @@ def demo_config(sink_endpoint: str, token: str) -> Config:
             "exporter": {"endpoint": sink_endpoint, "insecure": True},
             "api": {"endpoint": "127.0.0.1:0", "token": token},
             "sessions": {"ttl": "30m"},
+            # Short hold: the demo has no Open WebUI traces to wait for.
+            "correlation": {"hold": "200ms"},
             "logging": {"level": "warning"},
         },
         base_dir=Path.cwd(),

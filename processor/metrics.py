@@ -23,25 +23,44 @@ class Metrics:
         )
         self.spans_received = Counter(f"{_NS}_spans_received", "Spans received", registry=r)
         self.spans_enriched = Counter(
-            f"{_NS}_spans_enriched", "Spans given a user", ["method"], registry=r
+            f"{_NS}_spans_enriched",
+            "Spans given a user, by how the user was found and how sure that is",
+            ["method", "confidence"],
+            registry=r,
         )
         self.spans_unmatched = Counter(
             f"{_NS}_spans_unmatched",
-            "Spans with an address but no covering session",
+            "Spans forwarded with no attribution: no identity, session, event or directory entry",
             registry=r,
         )
         self.spans_ambiguous = Counter(
             f"{_NS}_spans_ambiguous",
-            "Spans left without a user because several users' sessions covered them",
-            registry=r,
-        )
-        self.spans_identified = Counter(
-            f"{_NS}_spans_already_identified",
-            "Spans that already carried a user from their producer (left unchanged)",
+            "Spans several users could have sent, by the ambiguity policy applied",
+            ["policy"],
             registry=r,
         )
         self.spans_no_address = Counter(
-            f"{_NS}_spans_no_address", "Spans with no usable source address", registry=r
+            f"{_NS}_spans_no_address",
+            "Unmatched spans that had no usable source address",
+            registry=r,
+        )
+        self.spans_held = Counter(
+            f"{_NS}_spans_held", "Spans held to wait for their identity", registry=r
+        )
+        self.spans_released = Counter(
+            f"{_NS}_spans_released",
+            "Held spans released: early (identity arrived), deadline, or forced (buffer full)",
+            ["reason"],
+            registry=r,
+        )
+        self.spans_holding = Gauge(f"{_NS}_spans_holding", "Spans currently held", registry=r)
+        self.trace_identities = Gauge(
+            f"{_NS}_trace_identities", "Traces whose user is known", registry=r
+        )
+        self.released_export_lost = Counter(
+            f"{_NS}_released_spans_lost",
+            "Released held spans whose export failed after retries (already acknowledged)",
+            registry=r,
         )
         self.spans_exported = Counter(
             f"{_NS}_spans_exported", "Spans acknowledged by the downstream", registry=r

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+SessionKind = Literal["session", "request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +16,7 @@ class User:
     email: str = ""
     name: str = ""
     roles: tuple[str, ...] = ()
+    team: str = ""
 
     @property
     def key(self) -> str:
@@ -22,7 +26,11 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """User ``user`` was at ``source_ip`` from ``start_ns`` until ``end_ns`` (Unix ns)."""
+    """User ``user`` was at ``source_ip`` from ``start_ns`` until ``end_ns`` (Unix ns).
+
+    A ``request`` session is a point event: the user sent one request through
+    ``source_ip`` at ``start_ns`` (``end_ns`` equals it), optionally naming the model.
+    """
 
     source_ip: str
     user: User
@@ -30,7 +38,19 @@ class Session:
     end_ns: int
     model: str = ""
     trace_id: str = ""
+    kind: SessionKind = "session"
 
     def covers(self, t_ns: int) -> bool:
         """True when ``t_ns`` falls inside the session, both ends included."""
         return self.start_ns <= t_ns <= self.end_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who a span belongs to and how we know; ``user`` is None when nobody was attached."""
+
+    user: User | None
+    method: str  # span | trace | session | directory
+    confidence: str  # exact | high | ambiguous
+    candidate_count: int = 0  # when ambiguous: how many users matched
+    candidates: tuple[User, ...] = ()  # listed only under the "candidates" policy

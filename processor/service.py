@@ -1,10 +1,13 @@
 """Composition root: builds every component from the config and owns their lifecycle.
 
-Start order: store -> exporter channel -> gRPC server (OTLP, sessions, health) ->
-HTTP API -> expiry sweeper. Shutdown order (the reverse, so nothing accepted is
-left without a way out): mark not ready -> stop accepting on gRPC and let
-in-flight exports finish within the grace period -> stop the HTTP API -> stop
-retrying -> close the exporter channel -> stop the sweeper.
+Start order: directory -> exporter channel -> gRPC server (OTLP, sessions,
+health) -> HTTP API -> hold ticker, expiry sweeper, directory watcher.
+
+Shutdown order (so nothing accepted is left without a way out): mark not ready
+-> stop accepting on gRPC and let in-flight exports finish within the grace
+period -> stop the HTTP API -> stop the ticker -> release every held span and
+wait for their exports -> stop retrying -> close the exporter channel -> stop
+the sweeper and the directory watcher.
 """
 
 from __future__ import annotations
@@ -25,11 +28,18 @@ from processor.api.grpc_sessions import SessionServicer
 from processor.api.http import HttpApi
 from processor.api.intake import SessionIntake, TokenAuth
 from processor.config import Config, split_endpoint
-from processor.correlate.enrich import Enricher
+from processor.correlate.correlator import Correlator, Rules
+from processor.correlate.hold import HoldBuffer
+from processor.correlate.resolve import Resolver
+from processor.correlate.span_identity import IdentityReader
+from processor.directory import Directory
+from processor.directory_watch import DirectoryWatcher
 from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
 from processor.metrics import Metrics
+from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
 from processor.sessions.memory import MemorySessionStore
+from processor.sessions.traces import TraceIdentities
 
 log = structlog.get_logger("processor.service")
 
@@ -37,6 +47,9 @@ TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 # Spans are exported seconds (SDK batching) to minutes (retries) after they start,
 # so a session stays matchable for this long after its end before it is dropped.
 EXPIRY_GRACE_S = 300.0
+# Held spans are released at most this late after their deadline.
+MAX_TICK_S = 0.25
+_NS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +83,30 @@ class Service:
             RetryPolicy.from_config(config.exporter.retry),
             on_retry=self._on_retry,
         )
-        self._receiver = TraceReceiver(
-            Enricher(config.correlation.address_attributes), self.store, self._sender, self.metrics
+        self.traces = TraceIdentities(
+            int(config.correlation.trace_ttl * _NS), config.correlation.max_traces
+        )
+        self.correlator = _correlator(config, self.store, self.traces)
+        self.pipeline = Pipeline(
+            self.correlator,
+            self._sender,
+            self.metrics,
+            clock_ns=clock_ns,
+            policy=config.correlation.ambiguous,
+        )
+        self._receiver = TraceReceiver(self.pipeline, self.metrics)
+        self._directory_watcher = (
+            DirectoryWatcher(
+                config.directory.file, config.directory.reload_interval, self._publish_directory
+            )
+            if config.directory.file
+            else None
         )
         self._health = health.aio.HealthServicer()
         self._grpc_server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._ready = False
         self.addresses = BoundAddresses(grpc="", http=None)
 
@@ -86,13 +116,19 @@ class Service:
         return self._ready
 
     async def start(self) -> None:
-        """Open the exporter, bind the listeners and start the sweeper."""
+        """Load the directory, open the exporter, bind the listeners, start the timers."""
+        if self._directory_watcher is not None:
+            self._directory_watcher.load()
         await self._grpc_sender.start()
         intake, auth = self._session_intake()
         grpc_address = await self._start_grpc(intake, auth)
         http_address = await self._start_http(intake, auth)
         self.addresses = BoundAddresses(grpc=grpc_address, http=http_address)
         self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
+        if self.config.correlation.hold:
+            self._ticker = asyncio.create_task(self._tick(), name="hold-ticker")
+        if self._directory_watcher is not None:
+            self._directory_watcher.start()
         for service in ("", TRACE_SERVICE, SESSION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
@@ -111,13 +147,15 @@ class Service:
             await self._grpc_server.stop(grace_s)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        await _cancel(self._ticker)
+        held = self.correlator.held
+        await self.pipeline.drain()
         await self._sender.shutdown()
         await self._grpc_sender.shutdown()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        log.info("service_stopped")
+        await _cancel(self._sweeper)
+        if self._directory_watcher is not None:
+            await self._directory_watcher.shutdown()
+        log.info("service_stopped", held_spans_flushed=held)
 
     def _session_intake(self) -> tuple[SessionIntake | None, TokenAuth | None]:
         api = self.config.api
@@ -128,6 +166,7 @@ class Service:
             self.metrics,
             default_ttl_s=self.config.sessions.ttl,
             clock_ns=self._clock_ns,
+            on_stored=self.pipeline.session_stored,
         )
         return intake, TokenAuth(api.token.get_secret_value())
 
@@ -177,16 +216,57 @@ class Service:
 
     def sweep_once(self) -> int:
         """One expiry pass at the injected clock's now; returns sessions dropped."""
-        dropped = self.store.expire(self._clock_ns() - int(EXPIRY_GRACE_S * 1e9))
+        now = self._clock_ns()
+        dropped = self.store.expire(now - int(EXPIRY_GRACE_S * _NS))
+        self.traces.expire(now)
         self.metrics.sessions_expired.inc(dropped)
         self.metrics.sessions_active.set(len(self.store))
+        self.metrics.trace_identities.set(len(self.traces))
         return dropped
+
+    async def _tick(self) -> None:
+        """Release held spans whose hold ran out."""
+        interval = min(MAX_TICK_S, self.config.correlation.hold / 10)
+        while True:
+            await asyncio.sleep(interval)
+            self.pipeline.tick()
+
+    def _publish_directory(self, directory: Directory) -> None:
+        self.correlator.directory = directory
 
     def _on_retry(self, attempt: int, delay_s: float, code: str) -> None:
         self.metrics.export_retries.labels(code=code).inc()
 
     def _on_partial_success(self, rejected: int, message: str) -> None:
         self.metrics.export_failures.labels(code="PARTIAL_SUCCESS").inc()
+
+
+def _correlator(config: Config, store: MemorySessionStore, traces: TraceIdentities) -> Correlator:
+    c = config.correlation
+    rules = Rules(
+        address_keys=c.address_attributes,
+        model_keys=c.model_attributes,
+        principal_keys=config.directory.principal_attributes,
+        hold_ns=int(c.hold * _NS),
+    )
+    resolver = Resolver(
+        window_ns=int(c.request_window * _NS), skew_ns=int(c.clock_skew * _NS), policy=c.ambiguous
+    )
+    return Correlator(
+        rules,
+        resolver,
+        IdentityReader(c.identity_attributes),
+        store,
+        traces,
+        HoldBuffer(c.max_held_spans),
+    )
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _join(host: str, port: int) -> str:

@@ -36,6 +36,8 @@ def service_config(sink_endpoint: str, **overrides: Any) -> Config:
             "retry": {"initial_interval": "10ms", "max_interval": "50ms", "max_elapsed": "2s"},
         },
         "api": {"endpoint": "127.0.0.1:0", "token": TOKEN, "max_body_bytes": "4KiB"},
+        # No holding unless a test asks: held spans wait on the injected clock.
+        "correlation": {"hold": 0},
         "logging": {"level": "warning"},
     }
     data.update(overrides)

@@ -7,10 +7,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from processor.correlate.address import (
     DEFAULT_ADDRESS_KEYS,
-    AddressFinder,
     AddressNormalizer,
     normalize_ip,
 )
+from processor.correlate.find import AttributeFinder
 
 
 def kv(key: str, value: str | int) -> KeyValue:
@@ -70,12 +70,12 @@ def test_normalizer_caches_and_agrees() -> None:
 )
 def test_find_address_priority(attributes: list[KeyValue], expected: str | None) -> None:
     """The first key in priority order that has a string value wins, wherever it sits."""
-    assert AddressFinder(DEFAULT_ADDRESS_KEYS).find(attributes) == expected
+    assert AttributeFinder(DEFAULT_ADDRESS_KEYS).find(attributes) == expected
 
 
 def test_find_address_hint_never_changes_the_answer() -> None:
     """After learning a position, a span with a different layout still gets the right key."""
-    finder = AddressFinder(DEFAULT_ADDRESS_KEYS)
+    finder = AttributeFinder(DEFAULT_ADDRESS_KEYS)
     assert finder.find([kv("a", "x"), kv("b", "y"), kv("src.addr", "10.0.0.1:1")]) == "10.0.0.1:1"
     assert finder.find([kv("a", "x"), kv("b", "y"), kv("src.addr", "10.0.0.2:1")]) == "10.0.0.2:1"
     moved = [kv("src.addr", "10.0.0.3:1"), kv("a", "x"), kv("client.address", "10.0.0.4")]
@@ -87,6 +87,6 @@ def test_find_address_hint_never_changes_the_answer() -> None:
 
 def test_custom_key_order() -> None:
     """A configured order replaces the default one."""
-    finder = AddressFinder(("client.address", "src.addr"))
+    finder = AttributeFinder(("client.address", "src.addr"))
     attrs = [kv("src.addr", "10.0.0.5:1"), kv("client.address", "10.0.0.9")]
     assert finder.find(attrs) == "10.0.0.9"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.api.validate import to_sessions
 from processor.metrics import Metrics
+from processor.model import Session
 from processor.sessions.store import SessionStore
 
 
@@ -44,17 +45,22 @@ class SessionIntake:
         *,
         default_ttl_s: float,
         clock_ns: Callable[[], int],
+        on_stored: Callable[[Session], None] | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._ttl = default_ttl_s
         self._clock_ns = clock_ns
+        self._on_stored = on_stored
 
     def push(self, message: pb.PushSessionsRequest | pb.Session, *, via: str) -> int:
         """Store the sessions in ``message``; raises InvalidInput naming every bad field."""
         sessions = to_sessions(message, now_ns=self._clock_ns(), default_ttl_s=self._ttl)
         for session in sessions:
             self._store.add(session)
+        if self._on_stored is not None:
+            for session in sessions:
+                self._on_stored(session)
         self._metrics.sessions_pushed.labels(via=via).inc(len(sessions))
         self._metrics.sessions_active.set(len(self._store))
         return len(sessions)

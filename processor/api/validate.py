@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.errors import InvalidInput, Problem
-from processor.model import Session, User
+from processor.model import Session, SessionKind, User
 
 MAX_SESSIONS_PER_PUSH = 1000
 MAX_TEXT = 256  # bytes of any one string field: ids, emails, names, models
@@ -80,15 +80,28 @@ def _to_session(
 ) -> Session | None:
     ip = _source_ip(m.source_ip, problems)
     user = _user(m, problems)
+    kind = _kind(m, problems)
     start_ns = m.start.ToNanoseconds() if m.HasField("start") else now_ns
-    end_ns = _end(m, start_ns, default_ttl_s, problems)
+    end_ns = start_ns if kind == "request" else _end(m, start_ns, default_ttl_s, problems)
     _check_text("model", m.model, problems)
     trace_id = m.trace_id.lower()
     if trace_id and (not _TRACE_ID.fullmatch(trace_id) or trace_id == "0" * 32):
         problems.append(Problem("trace_id", "expected 32 hex digits, not all zero"))
-    if problems or ip is None or user is None or end_ns is None:
+    if problems or ip is None or user is None or end_ns is None or kind is None:
         return None
-    return Session(ip, user, start_ns, end_ns, model=m.model, trace_id=trace_id)
+    return Session(ip, user, start_ns, end_ns, model=m.model, trace_id=trace_id, kind=kind)
+
+
+def _kind(m: pb.Session, problems: list[Problem]) -> SessionKind | None:
+    if m.kind in ("", "session"):
+        return "session"
+    if m.kind != "request":
+        problems.append(Problem("kind", "must be session or request"))
+        return None
+    if m.HasField("end") or m.ttl_seconds:
+        problems.append(Problem("end", "a request event is a point in time: no end or ttl_seconds"))
+        return None
+    return "request"
 
 
 def _source_ip(text: str, problems: list[Problem]) -> str | None:

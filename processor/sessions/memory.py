@@ -34,9 +34,10 @@ class _AddressSessions:
 
 
 class MemorySessionStore:
-    """Bounded store: past ``max_sessions`` the oldest-inserted session is evicted.
+    """Bounded store: past ``max_sessions`` the oldest-inserted entry is evicted.
 
-    Lookups bisect on start time and scan back at most the longest session length,
+    Long sessions and request events are indexed separately per address, each by
+    start time. Lookups bisect and scan back at most the longest session length,
     so their cost depends on how many sessions overlap, not on the store's size.
     """
 
@@ -44,6 +45,7 @@ class MemorySessionStore:
         self._max = max_sessions
         self._by_seq: dict[int, Session] = {}
         self._by_ip: dict[str, _AddressSessions] = {}
+        self._events_by_ip: dict[str, _AddressSessions] = {}
         self._ends: list[tuple[int, int]] = []  # lazy heap of (end_ns, seq)
         self._seq = count()
         self.evicted = 0
@@ -53,6 +55,10 @@ class MemorySessionStore:
 
     def add(self, session: Session) -> None:
         """Store ``session``; a push that overlaps the same user's session extends it."""
+        if session.kind == "request":
+            self._put(self._events_by_ip.setdefault(session.source_ip, _AddressSessions()), session)
+            self._evict()
+            return
         entry = self._by_ip.setdefault(session.source_ip, _AddressSessions())
         for seq in self._same_user_overlapping(entry, session):
             old = self._pop(seq)
@@ -65,9 +71,18 @@ class MemorySessionStore:
             )
             entry = self._by_ip.setdefault(session.source_ip, _AddressSessions())
         self._put(entry, session)
-        while len(self._by_seq) > self._max:
-            self._pop(next(iter(self._by_seq)))
-            self.evicted += 1
+        self._evict()
+
+    def events_near(self, ip: str, lo_ns: int, hi_ns: int) -> list[Session]:
+        """Request events on ``ip`` at times within [lo_ns, hi_ns], oldest first."""
+        entry = self._events_by_ip.get(ip)
+        if entry is None:
+            return []
+        return [self._by_seq[seq] for seq in self._started_in(entry, lo_ns, hi_ns)]
+
+    def has_events(self, ip: str) -> bool:
+        """True when any request event is held for ``ip``."""
+        return ip in self._events_by_ip
 
     def users_at(self, ip: str, t_ns: int) -> Match:
         """Distinct users whose session on ``ip`` covers ``t_ns``, and until when that holds."""
@@ -121,10 +136,16 @@ class MemorySessionStore:
             self._ends = [(s.end_ns, q) for q, s in self._by_seq.items()]
             heapq.heapify(self._ends)
 
+    def _evict(self) -> None:
+        while len(self._by_seq) > self._max:
+            self._pop(next(iter(self._by_seq)))
+            self.evicted += 1
+
     def _pop(self, seq: int) -> Session:
         session = self._by_seq.pop(seq)
-        entry = self._by_ip[session.source_ip]
+        index = self._events_by_ip if session.kind == "request" else self._by_ip
+        entry = index[session.source_ip]
         entry.remove(session.start_ns, seq)
         if not entry.seqs:
-            del self._by_ip[session.source_ip]
+            del index[session.source_ip]
         return session

@@ -28,8 +28,16 @@ class SessionLookup(Protocol):
         """Distinct users whose session on ``ip`` covers ``t_ns``, and until when."""
         ...
 
+    def events_near(self, ip: str, lo_ns: int, hi_ns: int) -> list[Session]:
+        """Request events on ``ip`` at times within [lo_ns, hi_ns], oldest first."""
+        ...
+
+    def has_events(self, ip: str) -> bool:
+        """True when any request event is held for ``ip``."""
+        ...
+
     def __len__(self) -> int:
-        """Number of sessions held."""
+        """Number of sessions and request events held."""
         ...
 
 

@@ -58,7 +58,11 @@ Global___User: _TypeAlias = User  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):
-    """One identity observation: user at source_ip from start until end."""
+    """One identity observation. Two kinds:
+      "session" (default): the user was at source_ip from start until end.
+      "request": the user sent one request through source_ip at start (a point in
+                 time; end and ttl_seconds must be unset), optionally naming the model.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -69,13 +73,18 @@ class Session(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     source_ip: _builtins.str
     """Address the gateway sees for this user's requests (IPv4 or IPv6, no port)."""
     ttl_seconds: _builtins.int
     model: _builtins.str
     """Model the user asked for, when known (narrows candidates in later policies)."""
     trace_id: _builtins.str
-    """W3C trace id (32 lowercase hex digits) of the request, when known."""
+    """W3C trace id (32 lowercase hex digits) of the request, when known: every
+    span of that trace is attributed to the user.
+    """
+    kind: _builtins.str
+    """"session" (the default when empty) or "request"."""
     @_builtins.property
     def user(self) -> Global___User: ...
     @_builtins.property
@@ -98,10 +107,11 @@ class Session(_message.Message):
         ttl_seconds: _builtins.int = ...,
         model: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "model", b"model", "source_ip", b"source_ip", "start", b"start", "trace_id", b"trace_id", "ttl_seconds", b"ttl_seconds", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "model", b"model", "source_ip", b"source_ip", "start", b"start", "trace_id", b"trace_id", "ttl_seconds", b"ttl_seconds", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,366 @@
+"""The attribution chain over whole requests: span -> trace -> session -> directory.
+
+Pure and synchronous: the caller passes the time in and sends the payloads it
+gets back. Spans without exact identity are held (as bytes) for a while, so that
+identity arriving after them, from another span of their trace or from a
+request event, can still attribute them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, MutableSequence, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from processor.correlate.address import AddressNormalizer
+from processor.correlate.find import AttributeFinder
+from processor.correlate.hold import HeldSpan, HoldBuffer
+from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder
+from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
+from processor.correlate.span_identity import IdentityReader
+from processor.correlate.wire import Origin, build_request
+from processor.directory import Directory
+from processor.model import Attribution, Session, User
+from processor.sessions.store import SessionLookup
+from processor.sessions.traces import TraceIdentities
+
+_WRITTEN = frozenset(WRITTEN_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Compiled correlation settings."""
+
+    address_keys: tuple[str, ...]
+    model_keys: tuple[str, ...]
+    principal_keys: tuple[str, ...]
+    hold_ns: int
+
+
+class Payload(NamedTuple):
+    """A serialized ExportTraceServiceRequest and the number of spans in it."""
+
+    data: bytes
+    spans: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to send, and what happened (for metrics).
+
+    ``current`` holds the received request's spans that were not held; ``released``
+    holds spans that left the hold buffer (possibly from earlier requests).
+    """
+
+    current: Payload | None = None
+    released: list[Payload] = field(default_factory=list)
+    spans: int = 0
+    # (method, confidence) -> spans attributed that way (("session", "ambiguous")
+    # with no user under the skip and candidates policies).
+    attributed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unattributed: int = 0  # released or passed with nobody found (no user, no ambiguity)
+    no_address: int = 0
+    held: int = 0
+    released_early: int = 0
+    released_deadline: int = 0
+    forced_out: int = 0
+
+
+Decide = Callable[[HeldSpan], Attribution | None]
+
+
+class Correlator:
+    """Owns held spans and trace identities; sessions and the directory are injected."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        resolver: Resolver,
+        reader: IdentityReader,
+        sessions: SessionLookup,
+        traces: TraceIdentities,
+        hold: HoldBuffer,
+        directory: Directory | None = None,
+    ) -> None:
+        self._rules = rules
+        self._resolver = resolver
+        self._reader = reader
+        self._sessions = sessions
+        self._traces = traces
+        self._hold = hold
+        self.directory = directory if directory is not None else Directory.empty()
+        self._find_span_addr = AttributeFinder(rules.address_keys).find
+        self._find_resource_addr = AttributeFinder(rules.address_keys).find
+        self._find_model = AttributeFinder(rules.model_keys).find if rules.model_keys else None
+        self._principal_keys = frozenset(rules.principal_keys)
+        self._normalize = AddressNormalizer()
+        self._encoder = AttributionEncoder()
+
+    @property
+    def held(self) -> int:
+        """Spans currently held."""
+        return len(self._hold)
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, request: ExportTraceServiceRequest, raw: bytes, now_ns: int) -> Outcome:
+        """Attribute or hold every span of ``request`` (decoded from ``raw``)."""
+        out = Outcome()
+        check = self._reader.maybe_present(raw)
+        changed = False
+        learned: list[bytes] = []
+        for rs in request.resource_spans:
+            changed |= self._receive_resource(rs, check, now_ns, out, learned)
+        if out.held:
+            _drop_empty(request)
+        if out.spans > out.held:
+            data = request.SerializeToString() if changed or out.held else raw
+            out.current = Payload(data, out.spans - out.held)
+        for trace_id in learned:
+            self._release_trace(trace_id, out)
+        return out
+
+    def _receive_resource(
+        self, rs: ResourceSpans, check: bool, now_ns: int, out: Outcome, learned: list[bytes]
+    ) -> bool:
+        attrs = rs.resource.attributes
+        resource_user = self._reader.read(attrs) if check else None
+        raw_addr = self._find_resource_addr(attrs)
+        resource_ip = self._normalize(raw_addr) if raw_addr else None
+        changed = False
+        memo: Memo = {}
+        for ss in rs.scope_spans:
+            out.spans += len(ss.spans)
+            changed |= self._receive_scope(
+                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo
+            )
+        return changed
+
+    def _receive_scope(
+        self,
+        rs: ResourceSpans,
+        ss: ScopeSpans,
+        resource_user: User | None,
+        resource_ip: str | None,
+        check: bool,
+        now_ns: int,
+        out: Outcome,
+        learned: list[bytes],
+        memo: Memo,
+    ) -> bool:
+        """The span walk; this loop is the service's per-span cost, so it stays flat."""
+        read, traces, trace_map = self._reader.read, self._traces, self._traces.entries
+        hold_ns = self._rules.hold_ns
+        origin: Origin | None = None
+        held: list[int] = []
+        changed = False
+        for index, span in enumerate(ss.spans):
+            attrs = span.attributes
+            user = (read(attrs) if check else None) or resource_user
+            a: Attribution | None = None
+            facts: SpanFacts | None = None
+            if user is not None:
+                if span.trace_id and traces.put(span.trace_id, user, now_ns):
+                    learned.append(span.trace_id)
+                a = Attribution(user, "span", EXACT)
+            elif trace_map and (traced := trace_map.get(span.trace_id)) is not None:
+                a = Attribution(traced, "trace", EXACT)
+            elif hold_ns:
+                if origin is None:
+                    origin = _origin(rs, ss)
+                self._hold_span(span, origin, resource_ip, check, now_ns, out)
+                held.append(index)
+                continue
+            else:
+                a, facts = self._resolve_span(span, resource_ip, memo)
+            changed |= self._write(span, a, facts, check, out)
+        _delete(ss.spans, held)
+        return changed
+
+    def _resolve_span(
+        self, span: Span, resource_ip: str | None, memo: Memo
+    ) -> tuple[Attribution | None, SpanFacts | None]:
+        """Timing and directory links for a span that is not held."""
+        raw_addr = self._find_span_addr(span.attributes)
+        ip = self._normalize(raw_addr) if raw_addr else resource_ip
+        if (
+            ip is not None
+            and not self.directory.has_principals
+            and not self._sessions.has_events(ip)
+        ):
+            # Only long sessions and directory addresses can answer: neither needs
+            # the model or principals, and their answer is shared across the batch.
+            return self._resolver.by_address(
+                ip, span.start_time_unix_nano, self._sessions, self.directory, memo
+            ), None
+        facts = self._facts(span, resource_ip)
+        return self._resolve(facts), facts
+
+    def _hold_span(
+        self,
+        span: Span,
+        origin: Origin,
+        resource_ip: str | None,
+        check: bool,
+        now_ns: int,
+        out: Outcome,
+    ) -> None:
+        held = HeldSpan(
+            span.SerializeToString(),
+            origin,
+            span.trace_id,
+            self._facts(span, resource_ip),
+            _present(span.attributes) if check else None,
+            now_ns + self._rules.hold_ns,
+        )
+        out.held += 1
+        forced = self._hold.add(held)
+        if forced:
+            out.forced_out += len(forced)
+            self._emit(forced, out, lambda h: self._resolve(h.facts))
+
+    # ------------------------------------------------------------------ later identity
+
+    def on_session(self, session: Session, now_ns: int) -> Outcome:
+        """Release held spans that a newly stored session or event now explains."""
+        out = Outcome()
+        if session.trace_id:
+            trace_id = bytes.fromhex(session.trace_id)
+            if self._traces.put(trace_id, session.user, now_ns):
+                self._release_trace(trace_id, out)
+        if session.kind == "request":
+            ready = []
+            lo, hi = self._resolver.span_window(session.start_ns)
+            for held in self._hold.at_address(session.source_ip):
+                if not lo <= held.facts.start_ns <= hi:
+                    continue
+                a = self._resolve(held.facts)
+                if a is not None and a.user is not None and a.confidence != "ambiguous":
+                    ready.append((held, a))
+            released = [self._hold.release(h) for h, _ in ready]
+            by_span = {id(h): a for h, a in ready}
+            out.released_early += len(released)
+            self._emit(released, out, lambda h: by_span[id(h)])
+        return out
+
+    def tick(self, now_ns: int) -> Outcome:
+        """Release spans whose hold ran out, attributed by timing and the directory."""
+        out = Outcome()
+        due = self._hold.due(now_ns)
+        out.released_deadline += len(due)
+        self._emit(due, out, lambda h: self._traced(h) or self._resolve(h.facts))
+        return out
+
+    def drain(self) -> Outcome:
+        """Release every held span now (shutdown)."""
+        out = Outcome()
+        held = self._hold.drain()
+        out.released_deadline += len(held)
+        self._emit(held, out, lambda h: self._traced(h) or self._resolve(h.facts))
+        return out
+
+    def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
+        released = self._hold.trace(trace_id)
+        if released:
+            out.released_early += len(released)
+            self._emit(released, out, self._traced)
+
+    def _traced(self, held: HeldSpan) -> Attribution | None:
+        user = self._traces.get(held.trace_id)
+        return Attribution(user, "trace", EXACT) if user is not None else None
+
+    def _emit(self, released: Sequence[HeldSpan], out: Outcome, decide: Decide) -> None:
+        """Append the attribution bytes to each released span and build one request."""
+        groups: dict[Origin, list[bytes]] = {}
+        for held in released:
+            a = decide(held)
+            self._count(a, held.facts, out)
+            extra = self._encoder.encoded(a, held.present) if a is not None else b""
+            groups.setdefault(held.origin, []).append(held.span + extra)
+        if groups:
+            out.released.append(Payload(build_request(groups.items()), len(released)))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _resolve(self, facts: SpanFacts) -> Attribution | None:
+        return self._resolver.resolve(facts, self._sessions, self.directory)
+
+    def _write(
+        self, span: Span, a: Attribution | None, facts: SpanFacts | None, check: bool, out: Outcome
+    ) -> bool:
+        self._count(a, facts, out)
+        if a is None:
+            return False
+        present = _present(span.attributes) if check else None
+        span.MergeFromString(self._encoder.encoded(a, present))
+        return True
+
+    @staticmethod
+    def _count(a: Attribution | None, facts: SpanFacts | None, out: Outcome) -> None:
+        if a is None:
+            out.unattributed += 1
+            if facts is not None and facts.ip is None:
+                out.no_address += 1
+        else:
+            out.attributed[a.method, a.confidence] += 1
+
+    def _facts(self, span: Span, resource_ip: str | None) -> SpanFacts:
+        attrs = span.attributes
+        raw_addr = self._find_span_addr(attrs)
+        ip = self._normalize(raw_addr) if raw_addr else resource_ip
+        model = (self._find_model(attrs) or "") if self._find_model is not None else ""
+        principals: tuple[tuple[str, str], ...] = ()
+        if self.directory.has_principals:
+            principals = _principals(attrs, self._principal_keys)
+        return SpanFacts(ip, span.start_time_unix_nano, model, principals)
+
+
+def _principals(
+    attributes: Sequence[KeyValue], keys: frozenset[str]
+) -> tuple[tuple[str, str], ...]:
+    """The span's (key, value) pairs for the configured principal keys."""
+    return tuple(
+        (kv.key, kv.value.string_value)
+        for kv in attributes
+        if kv.key in keys and kv.value.string_value
+    )
+
+
+def _origin(rs: ResourceSpans, ss: ScopeSpans) -> Origin:
+    """The serialized resource and scope a held span came with."""
+    return Origin(
+        rs.resource.SerializeToString() if rs.HasField("resource") else None,
+        rs.schema_url,
+        ss.scope.SerializeToString() if ss.HasField("scope") else None,
+        ss.schema_url,
+    )
+
+
+def _present(attributes: Sequence[KeyValue]) -> frozenset[str]:
+    """The keys among those we write that ``attributes`` already has."""
+    return frozenset(kv.key for kv in attributes if kv.key in _WRITTEN)
+
+
+def _delete(items: MutableSequence[Any], indexes: list[int]) -> None:
+    """Remove the entries at ``indexes`` (ascending) from a repeated field."""
+    if not indexes:
+        return
+    if len(indexes) == len(items):
+        del items[:]
+        return
+    for index in reversed(indexes):
+        del items[index]
+
+
+def _drop_empty(request: ExportTraceServiceRequest) -> None:
+    """Remove scopes and resources left without spans after holding."""
+    for rs in request.resource_spans:
+        empty = [i for i, ss in enumerate(rs.scope_spans) if not ss.spans]
+        _delete(rs.scope_spans, empty)
+    empty = [i for i, rs in enumerate(request.resource_spans) if not rs.scope_spans]
+    _delete(request.resource_spans, empty)

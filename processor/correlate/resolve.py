@@ -1,0 +1,146 @@
+"""The timing and directory links of the attribution chain (pure).
+
+Given what a span says about itself (source address, start time, model,
+principals), decide who sent it from request events, long sessions and the
+static directory. The span and trace links come before this and need no state
+beyond a trace map, so they live with the span walk in ``correlator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from processor.directory import Directory
+from processor.model import Attribution, Session, User
+from processor.sessions.store import SessionLookup
+
+AmbiguityPolicy = Literal["skip", "nearest", "candidates"]
+# Per-batch memo of long-session decisions: ip -> (valid from, valid until, decision).
+Memo = dict[str, tuple[int, int, "Attribution | None"]]
+
+SESSION = "session"
+DIRECTORY = "directory"
+EXACT = "exact"
+HIGH = "high"
+AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanFacts:
+    """What a span tells about its origin; all the resolver looks at."""
+
+    ip: str | None
+    start_ns: int
+    model: str = ""
+    principals: tuple[tuple[str, str], ...] = ()
+
+
+def same_model(event_model: str, span_model: str) -> bool:
+    """Whether an event's model and a span's model name the same model.
+
+    Open WebUI may prefix ids with a connection name ("openai/gpt-4o") where the
+    gateway reports "gpt-4o"; case is not significant.
+    """
+    a, b = event_model.lower(), span_model.lower()
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
+
+
+class Resolver:
+    """Session and directory links, with the ambiguity policy; built once from config."""
+
+    def __init__(self, *, window_ns: int, skew_ns: int, policy: AmbiguityPolicy) -> None:
+        self._window_ns = window_ns
+        self._skew_ns = skew_ns
+        self._policy = policy
+
+    def resolve(
+        self, facts: SpanFacts, sessions: SessionLookup, directory: Directory
+    ) -> Attribution | None:
+        """Who sent the span, by events, then long sessions, then the directory."""
+        if facts.ip is not None:
+            found = self._by_events(facts, sessions) or self._by_sessions(facts, sessions)
+            if found is not None:
+                return found
+        return self._by_directory(facts, directory)
+
+    def by_address(
+        self, ip: str, t_ns: int, sessions: SessionLookup, directory: Directory, memo: Memo
+    ) -> Attribution | None:
+        """:meth:`resolve` for a span at ``ip`` with no events there and no principals.
+
+        Long sessions and directory addresses do not depend on the model, so the
+        decision is shared by every span of the batch at ``ip`` whose start lies in
+        the range where the sessions on ``ip`` provably give the same answer.
+        """
+        hit = memo.get(ip)
+        if hit is not None and hit[0] <= t_ns < hit[1]:
+            return hit[2]
+        match = sessions.users_at(ip, t_ns)
+        decision = self._decide(match.users)
+        if decision is None:
+            user = directory.by_address(ip)
+            decision = Attribution(user, DIRECTORY, HIGH) if user is not None else None
+        memo[ip] = (t_ns, match.until_ns, decision)
+        return decision
+
+    def span_window(self, event_ns: int) -> tuple[int, int]:
+        """Earliest and latest span start that can answer an event at ``event_ns``."""
+        return event_ns - self._skew_ns, event_ns + self._window_ns
+
+    def event_candidates(self, facts: SpanFacts, sessions: SessionLookup) -> list[Session]:
+        """Request events the span may answer, nearest first, after model narrowing.
+
+        A span starting at S answers an event at T when T - skew <= S <= T + window.
+        Events naming a different model than the span are ruled out; events
+        without a model stay in.
+        """
+        assert facts.ip is not None
+        start = facts.start_ns
+        events = sessions.events_near(facts.ip, start - self._window_ns, start + self._skew_ns)
+        if facts.model:
+            events = [e for e in events if not e.model or same_model(e.model, facts.model)]
+        events.sort(key=lambda e: abs(start - e.start_ns))
+        return events
+
+    def _by_events(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
+        assert facts.ip is not None
+        if not sessions.has_events(facts.ip):
+            return None
+        users = _distinct(e.user for e in self.event_candidates(facts, sessions))
+        return self._decide(users)
+
+    def _by_sessions(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
+        assert facts.ip is not None
+        return self._decide(sessions.users_at(facts.ip, facts.start_ns).users)
+
+    def _decide(self, users: tuple[User, ...]) -> Attribution | None:
+        if not users:
+            return None
+        if len(users) == 1:
+            return Attribution(users[0], SESSION, HIGH)
+        n = len(users)
+        if self._policy == "nearest":  # users are sorted nearest first
+            return Attribution(users[0], SESSION, AMBIGUOUS, candidate_count=n)
+        listed = users if self._policy == "candidates" else ()
+        return Attribution(None, SESSION, AMBIGUOUS, candidate_count=n, candidates=listed)
+
+    def _by_directory(self, facts: SpanFacts, directory: Directory) -> Attribution | None:
+        for key, value in facts.principals:
+            user = directory.by_principal(key, value)
+            if user is not None:
+                return Attribution(user, DIRECTORY, EXACT)
+        if facts.ip is not None:
+            user = directory.by_address(facts.ip)
+            if user is not None:
+                return Attribution(user, DIRECTORY, HIGH)
+        return None
+
+
+def _distinct(users: Iterable[User]) -> tuple[User, ...]:
+    """Users in first-seen order, each once."""
+    seen: dict[str, User] = {}
+    for user in users:
+        seen.setdefault(user.key, user)
+    return tuple(seen.values())

@@ -1,0 +1,67 @@
+"""Assembling an ExportTraceServiceRequest from serialized parts, without a decode.
+
+Held spans wait as bytes; when they are released they are sent in a new request
+built here from their resource and scope bytes. The encoding is the protobuf
+wire format of ``opentelemetry.proto.collector.trace.v1``:
+
+    ExportTraceServiceRequest { 1: repeated ResourceSpans }
+    ResourceSpans { 1: Resource, 2: repeated ScopeSpans, 3: string schema_url }
+    ScopeSpans    { 1: InstrumentationScope, 2: repeated Span, 3: string schema_url }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+_F1, _F2, _F3 = b"\x0a", b"\x12", b"\x1a"  # fields 1-3, wire type 2 (length-delimited)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a span sat: its resource and scope, serialized (None when absent)."""
+
+    resource: bytes | None
+    resource_schema_url: str
+    scope: bytes | None
+    scope_schema_url: str
+
+
+def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> bytes:
+    parts = [] if origin.scope is None else [_field(_F1, origin.scope)]
+    parts.extend(_field(_F2, span) for span in spans)
+    if origin.scope_schema_url:
+        parts.append(_field(_F3, origin.scope_schema_url.encode()))
+    return b"".join(parts)
+
+
+def build_request(groups: Iterable[tuple[Origin, Sequence[bytes]]]) -> bytes:
+    """Serialized request holding each group's spans under its resource and scope.
+
+    Groups sharing a resource are placed under one ResourceSpans.
+    """
+    by_resource: dict[tuple[bytes | None, str], list[bytes]] = {}
+    for origin, spans in groups:
+        key = (origin.resource, origin.resource_schema_url)
+        by_resource.setdefault(key, []).append(_field(_F2, _scope_spans(origin, spans)))
+    out = []
+    for (resource, schema_url), scopes in by_resource.items():
+        parts = [] if resource is None else [_field(_F1, resource)]
+        parts.extend(scopes)
+        if schema_url:
+            parts.append(_field(_F3, schema_url.encode()))
+        out.append(_field(_F1, b"".join(parts)))
+    return b"".join(out)

@@ -1,0 +1,151 @@
+"""Static directory: addresses/CIDRs and principals (jwt.sub, API keys) -> users and teams.
+
+Parsing and lookups are pure; reading the file lives in :func:`load_directory`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from processor.errors import ConfigError, Problem
+from processor.model import User
+
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Distinct source addresses seen; past this many the address cache starts over.
+_CACHE_LIMIT = 65_536
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: _Text = ""
+    email: _Text = ""
+    name: _Text = ""
+    team: _Text = ""
+    roles: tuple[_Text, ...] = ()
+    addresses: tuple[_Text, ...] = ()
+    principals: dict[_Text, tuple[_Text, ...]] = Field(default_factory=dict)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    users: tuple[_Entry, ...] = ()
+
+
+class Directory:
+    """Immutable look-up tables built from a directory document."""
+
+    def __init__(
+        self,
+        addresses: Mapping[str, User],
+        networks: list[tuple[_Network, User]],
+        principals: Mapping[tuple[str, str], User],
+    ) -> None:
+        self._addresses = dict(addresses)
+        # Longest prefix first, so the most specific network wins.
+        self._networks = sorted(networks, key=lambda n: n[0].prefixlen, reverse=True)
+        self._principals = dict(principals)
+        self._cache: dict[str, User | None] = {}
+
+    @classmethod
+    def empty(cls) -> Directory:
+        """A directory that knows nobody."""
+        return cls({}, [], {})
+
+    def __len__(self) -> int:
+        return len(self._addresses) + len(self._networks) + len(self._principals)
+
+    @property
+    def has_principals(self) -> bool:
+        """True when any principal (jwt.sub, API key, ...) is mapped."""
+        return bool(self._principals)
+
+    def by_principal(self, key: str, value: str) -> User | None:
+        """The user whose principal ``key`` (a span attribute) has ``value``."""
+        return self._principals.get((key, value))
+
+    def by_address(self, ip: str) -> User | None:
+        """The user of a normalised IP: exact address first, then the longest CIDR."""
+        try:
+            return self._cache[ip]
+        except KeyError:
+            pass
+        user = self._addresses.get(ip)
+        if user is None and self._networks:
+            address = ipaddress.ip_address(ip)
+            user = next((u for net, u in self._networks if address in net), None)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[ip] = user
+        return user
+
+
+def parse_directory(data: Any) -> Directory:
+    """Validate a directory document; ConfigError lists every problem with its path."""
+    try:
+        doc = _File.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(
+            [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        ) from None
+    problems: list[Problem] = []
+    addresses: dict[str, User] = {}
+    networks: list[tuple[_Network, User]] = []
+    principals: dict[tuple[str, str], User] = {}
+    for i, entry in enumerate(doc.users):
+        path = f"users.{i}"
+        if not entry.id and not entry.email:
+            problems.append(Problem(path, "id or email is required"))
+            continue
+        user = User(entry.id, entry.email, entry.name, entry.roles, entry.team)
+        _add_addresses(entry, user, path, addresses, networks, problems)
+        for key, values in entry.principals.items():
+            for value in values:
+                if principals.setdefault((key, value), user) is not user:
+                    problems.append(
+                        Problem(f"{path}.principals.{key}", f"{value!r} belongs to two users")
+                    )
+    if problems:
+        raise ConfigError(problems)
+    return Directory(addresses, networks, principals)
+
+
+def _add_addresses(
+    entry: _Entry,
+    user: User,
+    path: str,
+    addresses: dict[str, User],
+    networks: list[tuple[_Network, User]],
+    problems: list[Problem],
+) -> None:
+    for j, text in enumerate(entry.addresses):
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            problems.append(Problem(f"{path}.addresses.{j}", "not an IP address or CIDR"))
+            continue
+        if net.num_addresses == 1:
+            ip = str(net.network_address)
+            if addresses.setdefault(ip, user) is not user:
+                problems.append(Problem(f"{path}.addresses.{j}", f"{ip} belongs to two users"))
+        else:
+            networks.append((net, user))
+
+
+def load_directory(path: str | Path) -> Directory:
+    """Read and parse a directory YAML file; ConfigError on any problem."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read {path}: {exc.strerror or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem("", f"{path}: not valid YAML: {exc}")]) from None
+    return parse_directory(data)

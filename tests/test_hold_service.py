@@ -1,0 +1,94 @@
+"""Holding inside the running service: deadline release and flush on shutdown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+import grpc
+from conftest import TOKEN, Clock, service_config
+from correlation_kit import GW, MIKE, MS, S, attrs, event, gateway_span, request_of, who
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from processor.service import Service
+from processor.sink import TraceSink
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+async def export(endpoint: str, request: ExportTraceServiceRequest) -> None:
+    """One Export call."""
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        await call(request.SerializeToString(), timeout=10)
+
+
+async def held_service(sink: TraceSink, clock: Clock) -> Service:
+    """A started service that holds spans for 3 s of the injected clock."""
+    svc = Service(service_config(sink.endpoint, correlation={"hold": "3s"}), clock_ns=clock)
+    await svc.start()
+    return svc
+
+
+async def test_held_spans_are_answered_at_once_and_released_at_deadline(
+    sink: TraceSink, clock: Clock
+) -> None:
+    """The sender gets OK while spans wait; they reach the sink once their hold ran out."""
+    svc = await held_service(sink, clock)
+    try:
+        t0 = clock.now_ns
+        svc.store.add(event(MIKE, t0 - 300 * MS))
+        await export(svc.addresses.grpc, request_of(gateway_span(start=t0)))
+        assert svc.correlator.held == 1 and sink.raw == []
+        clock.now_ns += 3 * S
+        svc.pipeline.tick()
+        (span,) = await sink.wait_for_spans(1)
+        assert who(span) == ("mike.chen@example.com", "session", "high")
+        released = svc.metrics.registry.get_sample_value(
+            "user_enricher_spans_released_total", {"reason": "deadline"}
+        )
+        assert released == 1
+    finally:
+        await svc.shutdown(grace_s=1.0)
+
+
+async def test_shutdown_flushes_held_spans(sink: TraceSink, clock: Clock) -> None:
+    """Spans still held at shutdown are exported before the service stops."""
+    svc = await held_service(sink, clock)
+    await export(svc.addresses.grpc, request_of(*(gateway_span(trace=i) for i in range(5))))
+    assert svc.correlator.held == 5
+    await svc.shutdown(grace_s=1.0)
+    assert len(sink.spans()) == 5
+
+
+async def test_pushed_event_releases_held_span(sink: TraceSink, clock: Clock) -> None:
+    """An event pushed through the session API releases the span it explains."""
+    svc = await held_service(sink, clock)
+    try:
+        t0 = clock.now_ns
+        await export(svc.addresses.grpc, request_of(gateway_span(start=t0)))
+        assert svc.correlator.held == 1
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(
+                f"http://{svc.addresses.http}/v1/sessions",
+                json={
+                    "kind": "request",
+                    "source_ip": GW,
+                    "user": {"id": MIKE.id, "email": MIKE.email},
+                    "start": _rfc3339(t0 - 200 * MS),
+                    "model": "gpt-4o",
+                },
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as reply,
+        ):
+            assert reply.status == 200, await reply.text()
+        (span,) = await sink.wait_for_spans(1)
+        assert who(span)[0] == "mike.chen@example.com"
+        assert attrs(span)["src.addr"].startswith(GW)
+    finally:
+        await svc.shutdown(grace_s=1.0)
+
+
+def _rfc3339(t_ns: int) -> str:
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
