@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench-enrich clean
+.PHONY: demo test lint typecheck unit proto bench-enrich bench-attribution clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ unit: $(STAMP)
 # In-process cost of the span path (prints figures; not a test).
 bench-enrich: $(STAMP)
 	$(BIN)/python -m benchmarks.enrich
+
+# Attribution precision/recall on a simulated day (prints the table; not a test).
+bench-attribution: $(STAMP)
+	$(BIN)/python -m benchmarks.attribution
 
 # Regenerate the session API's Python code after editing proto/.
 proto: $(STAMP)

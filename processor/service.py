@@ -86,7 +86,7 @@ class Service:
         self.traces = TraceIdentities(
             int(config.correlation.trace_ttl * _NS), config.correlation.max_traces
         )
-        self.correlator = _correlator(config, self.store, self.traces)
+        self.correlator = build_correlator(config, self.store, self.traces)
         self.pipeline = Pipeline(
             self.correlator,
             self._sender,
@@ -241,7 +241,10 @@ class Service:
         self.metrics.export_failures.labels(code="PARTIAL_SUCCESS").inc()
 
 
-def _correlator(config: Config, store: MemorySessionStore, traces: TraceIdentities) -> Correlator:
+def build_correlator(
+    config: Config, store: MemorySessionStore, traces: TraceIdentities
+) -> Correlator:
+    """The correlator the service runs, from its config (also used by the benchmarks)."""
     c = config.correlation
     rules = Rules(
         address_keys=c.address_attributes,
