@@ -106,3 +106,11 @@ def test_load_errors(tmp_path: Path) -> None:
     bad.write_text("users: [\n")
     with pytest.raises(ConfigError):
         load_directory(bad)
+
+
+def test_example_directory_loads() -> None:
+    """The documented example directory is valid."""
+    root = Path(__file__).resolve().parent.parent
+    d = load_directory(root / "deploy/examples/directory.yaml")
+    assert d.by_address("10.50.3.3") is not None
+    assert d.by_principal("jwt.sub", "auth0|64f1c0ffee") is not None
