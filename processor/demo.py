@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -26,17 +29,17 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from processor.config import Config, parse_config
-from processor.metrics import Metrics
 from processor.service import Service
 from processor.sink import TraceSink
 
 OPENWEBUI_V4 = "172.18.0.5"  # the shared Open WebUI container, as AgentGateway sees it
 OPENWEBUI_V6 = "fd00::7"  # a second Open WebUI replica on an IPv6 network
+CI_RUNNER = "10.42.0.9"  # a CI job calling the gateway with its own JWT
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayCall:
-    """One LLM call as AgentGateway would trace it."""
+    """One LLM call as AgentGateway would trace it, and how its user becomes known."""
 
     minute: int  # minutes after the demo's start
     source: str  # the src.addr AgentGateway records
@@ -45,11 +48,116 @@ class GatewayCall:
     tokens_in: int
     tokens_out: int
     status: int = 200
+    # "event:<user>": Open WebUI's filter reports a request event just before the call;
+    # "trace:<user>": Open WebUI exports its own span in the same trace, after the call;
+    # "jwt": the caller authenticated with a JWT the directory knows; "": nothing.
+    identity: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoUser:
+    """An Open WebUI user of the demo."""
+
+    id: str
+    name: str
+
+    @property
+    def email(self) -> str:
+        """The user's address."""
+        return f"{self.id}@example.com"
+
+    def as_json(self) -> dict[str, str]:
+        """The session API's ``user`` object."""
+        return {"id": self.id, "email": self.email, "name": self.name}
+
+
+USERS = {
+    u.id: u
+    for u in (
+        DemoUser("mike.chen", "Mike Chen"),
+        DemoUser("ana.lima", "Ana Lima"),
+        DemoUser("raj.patel", "Raj Patel"),
+        DemoUser("sam.okafor", "Sam Okafor"),
+    )
+}
+
+CALLS: tuple[GatewayCall, ...] = (
+    GatewayCall(
+        2,
+        f"{OPENWEBUI_V4}:40312",
+        "anthropic",
+        "claude-sonnet-4-5",
+        41,
+        281,
+        identity="event:mike.chen",
+    ),
+    GatewayCall(5, f"[{OPENWEBUI_V6}]:51022", "openai", "gpt-4o", 812, 96),  # raj's login
+    GatewayCall(
+        9,
+        f"{OPENWEBUI_V4}:40312",
+        "anthropic",
+        "claude-sonnet-4-5",
+        1204,
+        530,
+        identity="event:mike.chen",
+    ),
+    GatewayCall(
+        14, f"{OPENWEBUI_V4}:40318", "openai", "gpt-4o-mini", 96, 12, identity="trace:ana.lima"
+    ),
+    GatewayCall(18, f"[{OPENWEBUI_V6}]:51022", "gcp.gemini", "gemini-2.5-pro", 2210, 704),
+    GatewayCall(
+        27, f"{OPENWEBUI_V4}:40330", "openai", "gpt-4o", 380, 190, identity="trace:ana.lima"
+    ),
+    GatewayCall(
+        33, f"{CI_RUNNER}:52100", "anthropic", "claude-haiku-4-5", 150, 44, 429, identity="jwt"
+    ),
+    GatewayCall(
+        39,
+        f"[::ffff:{OPENWEBUI_V4}]:40344",
+        "openai",
+        "gpt-4o",
+        55,
+        300,
+        identity="event:mike.chen",
+    ),
+    # mike and sam both sent a gpt-4o request within the same second: never guessed.
+    GatewayCall(
+        47,
+        f"{OPENWEBUI_V4}:40330",
+        "openai",
+        "gpt-4o",
+        610,
+        233,
+        identity="event:mike.chen,sam.okafor",
+    ),
+    GatewayCall(
+        52,
+        f"{OPENWEBUI_V4}:40344",
+        "anthropic",
+        "claude-sonnet-4-5",
+        77,
+        640,
+        identity="event:sam.okafor",
+    ),
+    GatewayCall(55, "10.99.0.14:33001", "openai", "gpt-4o-mini", 30, 8),  # nobody's address
+    GatewayCall(58, f"[{OPENWEBUI_V6}]:51040", "aws.bedrock", "claude-sonnet-4-5", 990, 410),
+)
+
+CI_JWT_SUB = "auth0|ci-pipeline"
+DIRECTORY_YAML = f"""\
+users:
+  - id: ci-bot
+    email: ci-bot@example.com
+    name: CI pipeline
+    team: platform
+    principals:
+      jwt.sub: ["{CI_JWT_SUB}"]
+"""
 
 
 def gateway_attributes(call: GatewayCall) -> dict[str, Any]:
     """The span attributes AgentGateway v1.x writes for an LLM call (see DOMAIN.md)."""
-    return {
+    attributes: dict[str, Any] = {
         "gateway": "default/agentgateway",
         "listener": "http",
         "route": "default/llm",
@@ -69,33 +177,12 @@ def gateway_attributes(call: GatewayCall) -> dict[str, Any]:
         "gen_ai.usage.input_tokens": call.tokens_in,
         "gen_ai.usage.output_tokens": call.tokens_out,
     }
+    if call.identity == "jwt":
+        attributes["jwt.sub"] = CI_JWT_SUB
+    return attributes
 
 
-SESSIONS: tuple[tuple[str, str, str, int, int], ...] = (
-    # (email, name, address, from minute, to minute)
-    ("mike.chen@example.com", "Mike Chen", OPENWEBUI_V4, 0, 20),
-    ("ana.lima@example.com", "Ana Lima", OPENWEBUI_V4, 25, 50),
-    ("raj.patel@example.com", "Raj Patel", OPENWEBUI_V6, 0, 60),
-    ("sam.okafor@example.com", "Sam Okafor", OPENWEBUI_V4, 45, 60),
-)
-
-CALLS: tuple[GatewayCall, ...] = (
-    GatewayCall(2, f"{OPENWEBUI_V4}:40312", "anthropic", "claude-sonnet-4-5", 41, 281),
-    GatewayCall(5, f"[{OPENWEBUI_V6}]:51022", "openai", "gpt-4o", 812, 96),
-    GatewayCall(9, f"{OPENWEBUI_V4}:40312", "anthropic", "claude-sonnet-4-5", 1204, 530),
-    GatewayCall(14, f"[::ffff:{OPENWEBUI_V4}]:40318", "openai", "gpt-4o-mini", 96, 12),
-    GatewayCall(18, f"[{OPENWEBUI_V6}]:51022", "gcp.gemini", "gemini-2.5-pro", 2210, 704),
-    GatewayCall(27, f"{OPENWEBUI_V4}:40330", "openai", "gpt-4o", 380, 190),
-    GatewayCall(33, f"{OPENWEBUI_V4}:40330", "anthropic", "claude-haiku-4-5", 150, 44, 429),
-    GatewayCall(39, f"[{OPENWEBUI_V6}]:51040", "openai", "gpt-4o", 55, 300),
-    GatewayCall(47, f"{OPENWEBUI_V4}:40330", "openai", "gpt-4o", 610, 233),  # ana + sam
-    GatewayCall(52, f"{OPENWEBUI_V4}:40344", "anthropic", "claude-sonnet-4-5", 77, 640),
-    GatewayCall(55, "10.99.0.14:33001", "openai", "gpt-4o-mini", 30, 8),  # nobody's address
-    GatewayCall(58, f"[{OPENWEBUI_V6}]:51040", "aws.bedrock", "claude-sonnet-4-5", 990, 410),
-)
-
-
-def demo_config(sink_endpoint: str, token: str) -> Config:
+def demo_config(sink_endpoint: str, token: str, directory_file: str) -> Config:
     """A service config on ephemeral loopback ports, exporting to ``sink_endpoint``."""
     return parse_config(
         {
@@ -103,8 +190,9 @@ def demo_config(sink_endpoint: str, token: str) -> Config:
             "exporter": {"endpoint": sink_endpoint, "insecure": True},
             "api": {"endpoint": "127.0.0.1:0", "token": token},
             "sessions": {"ttl": "30m"},
-            # Short hold: the demo has no Open WebUI traces to wait for.
-            "correlation": {"hold": "200ms"},
+            # A short hold keeps the demo quick; Open WebUI's spans arrive within it.
+            "correlation": {"hold": "1s"},
+            "directory": {"file": directory_file},
             "logging": {"level": "warning"},
         },
         base_dir=Path.cwd(),
@@ -112,39 +200,83 @@ def demo_config(sink_endpoint: str, token: str) -> Config:
     )
 
 
-def session_payloads(start: datetime) -> list[dict[str, Any]]:
-    """The sessions the identity sources push, as session API JSON."""
-    return [
+def session_payloads(start: datetime, calls: Sequence[GatewayCall]) -> list[dict[str, Any]]:
+    """What the identity sources push: raj's login session, and the filter's request events."""
+    pushes: list[dict[str, Any]] = [
         {
-            "source_ip": address,
-            "user": {"email": email, "name": name, "id": email.split("@")[0]},
-            "start": _rfc3339(start + timedelta(minutes=lo)),
-            "end": _rfc3339(start + timedelta(minutes=hi)),
+            "source_ip": OPENWEBUI_V6,
+            "user": USERS["raj.patel"].as_json(),
+            "start": _rfc3339(start),
+            "end": _rfc3339(start + timedelta(minutes=60)),
         }
-        for email, name, address, lo, hi in SESSIONS
     ]
+    for call in calls:
+        if not call.identity.startswith("event:"):
+            continue
+        for n, user_id in enumerate(call.identity.removeprefix("event:").split(",")):
+            at = start + timedelta(minutes=call.minute, milliseconds=-300 + 150 * n)
+            pushes.append(
+                {
+                    "kind": "request",
+                    "source_ip": OPENWEBUI_V4,
+                    "user": USERS[user_id].as_json(),
+                    "start": _rfc3339(at),
+                    "model": call.model,
+                }
+            )
+    return pushes
 
 
-def send_gateway_spans(endpoint: str, calls: Sequence[GatewayCall], start: datetime) -> None:
-    """Emit ``calls`` as AgentGateway spans through the real OTel SDK OTLP/gRPC exporter.
+def send_spans(endpoint: str, calls: Sequence[GatewayCall], start: datetime) -> int:
+    """Emit ``calls`` through the real OTel SDK OTLP/gRPC exporter, as two services would.
 
-    Blocking (the SDK exporter is synchronous): call it from a worker thread.
+    AgentGateway's spans go first; Open WebUI's own spans (for the calls whose user
+    it knows from its traces) follow in a separate export, as its SDK batches them
+    later. Returns how many spans were sent. Blocking: call from a worker thread.
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": "agentgateway"}))
-    exporter = OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    tracer = provider.get_tracer("agentgateway")
+    gateway = _provider(endpoint, "agentgateway")
+    webui = _provider(endpoint, "open-webui")
+    gw_tracer, ui_tracer = gateway.get_tracer("agentgateway"), webui.get_tracer("open-webui")
+    sent = 0
     for call in calls:
         begin = _ns(start + timedelta(minutes=call.minute))
-        span = tracer.start_span(
+        context = None
+        if call.identity.startswith("trace:"):
+            user = USERS[call.identity.removeprefix("trace:")]
+            ui_span = ui_tracer.start_span(
+                "POST /api/chat/completions",
+                kind=SpanKind.SERVER,
+                start_time=begin - 40_000_000,
+                attributes={
+                    "client.user.id": user.id,
+                    "client.user.email": user.email,
+                    "client.user.role": "user",
+                },
+            )
+            ui_span.end(end_time=begin + 1_850_000_000)
+            context = trace.set_span_in_context(ui_span)
+            sent += 1
+        span = gw_tracer.start_span(
             "POST /*",
             kind=SpanKind.SERVER,
             start_time=begin,
             attributes=gateway_attributes(call),
+            context=context,
         )
         span.end(end_time=begin + 1_800_000_000)
-    provider.force_flush()
-    provider.shutdown()
+        sent += 1
+    gateway.force_flush()
+    webui.force_flush()
+    gateway.shutdown()
+    webui.shutdown()
+    return sent
+
+
+def _provider(endpoint: str, service: str) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    exporter = OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
 
 
 async def push_sessions(http_address: str, token: str, payloads: list[dict[str, Any]]) -> int:
@@ -170,26 +302,45 @@ async def run_demo(spans: int = len(CALLS)) -> int:
     sink = TraceSink()
     await sink.start()
     token = secrets.token_urlsafe(24)
-    service = Service(demo_config(sink.endpoint, token))
-    await service.start()
-    try:
-        assert service.addresses.http is not None
-        accepted = await push_sessions(service.addresses.http, token, session_payloads(start))
-        print(f"Open WebUI identity sources pushed {accepted} sessions to the session API.")
-        await asyncio.to_thread(send_gateway_spans, service.addresses.grpc, calls, start)
-        received = await sink.wait_for_spans(len(calls))
-    finally:
-        await service.shutdown(grace_s=1.0)
-        await sink.stop()
-    print(render_table(received))
-    print(_summary(received, service.metrics))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "directory.yaml"
+        directory.write_text(DIRECTORY_YAML)
+        service = Service(demo_config(sink.endpoint, token, str(directory)))
+        await service.start()
+        try:
+            assert service.addresses.http is not None
+            payloads = session_payloads(start, calls)
+            accepted = await push_sessions(service.addresses.http, token, payloads)
+            print(f"Identity sources pushed {accepted} sessions and request events.")
+            total = await asyncio.to_thread(send_spans, service.addresses.grpc, calls, start)
+            await sink.wait_for_spans(total)
+        finally:
+            await service.shutdown(grace_s=1.0)
+            await sink.stop()
+    gateway_spans = _service_spans(sink, "agentgateway")
+    print(render_table(gateway_spans))
+    print(_summary(gateway_spans))
     print(NEXT_STEPS)
     return 0
 
 
+def _service_spans(sink: TraceSink, service: str) -> list[Span]:
+    return [
+        span
+        for request in sink.requests
+        for rs in request.resource_spans
+        if any(
+            kv.key == "service.name" and kv.value.string_value == service
+            for kv in rs.resource.attributes
+        )
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
 def render_table(spans: Sequence[Span]) -> str:
     """The spans as Jaeger would list them, with the user the service attached."""
-    header = ("time", "route", "model", "tokens in/out", "source", "user.email", "method")
+    header = ("time", "route", "model", "tokens", "source", "user.email", "method", "confidence")
     rows = [header] + [_row(s) for s in sorted(spans, key=lambda s: s.start_time_unix_nano)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
@@ -211,6 +362,7 @@ def _row(span: Span) -> tuple[str, ...]:
         _text(attrs, "src.addr"),
         _text(attrs, "user.email") or "-",
         _text(attrs, "user.attribution.method") or "-",
+        _text(attrs, "user.attribution.confidence") or "-",
     )
 
 
@@ -221,15 +373,16 @@ def _text(attrs: Mapping[str, AnyValue], key: str) -> str:
     return str(value.int_value) if value.HasField("int_value") else value.string_value
 
 
-def _summary(spans: Sequence[Span], metrics: Metrics) -> str:
-    def total(name: str) -> int:
-        return int(metrics.registry.get_sample_value(f"user_enricher_{name}_total") or 0)
-
+def _summary(spans: Sequence[Span]) -> str:
+    rows = [_row(s) for s in spans]
+    methods = Counter(r[6] for r in rows if r[5] != "-")
+    ambiguous = sum(1 for r in rows if r[5] == "-" and r[7] == "ambiguous")
+    nobody = sum(1 for r in rows if r[5] == "-" and r[7] != "ambiguous")
+    by = ", ".join(f"{n} by {m}" for m, n in methods.most_common())
     return (
-        f"\n{len(spans)} spans forwarded unchanged but for the user: "
-        f"{total('spans_received') - total('spans_unmatched') - total('spans_ambiguous')} "
-        f"given a user, {total('spans_ambiguous')} left alone because two users' sessions "
-        f"covered them (never guessed), {total('spans_unmatched')} from an address with no session."
+        f"\n{len(spans)} AgentGateway spans forwarded, unchanged but for the user: "
+        f"{sum(methods.values())} given a user ({by}); {ambiguous} that two users could have "
+        f"sent (never guessed); {nobody} with no identity anywhere."
     )
 
 

@@ -37,14 +37,17 @@ def test_check_config_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert "nonexistent" in capsys.readouterr().err
 
 
-def test_demo_runs_and_attributes_mike(capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo exits 0 and its table shows mike.chen's calls attributed by session."""
+def test_demo_runs_and_shows_every_link(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo exits 0; its table shows session, trace and directory attribution."""
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if "/chat/completions" in line]
     assert len(rows) == 12
-    mike = [row for row in rows if row[5] == "mike.chen@example.com"]
-    assert [row[6] for row in mike] == ["session"] * 3
+    by_user = {(row[5], row[6], row[7]) for row in rows}
+    assert ("mike.chen@example.com", "session", "high") in by_user
+    assert ("ana.lima@example.com", "trace", "exact") in by_user
+    assert ("ci-bot@example.com", "directory", "exact") in by_user
+    assert ("-", "session", "ambiguous") in by_user
     assert "Run the real thing" in out
 
 
