@@ -83,7 +83,8 @@ def _to_session(
     kind = _kind(m, problems)
     start_ns = m.start.ToNanoseconds() if m.HasField("start") else now_ns
     end_ns = start_ns if kind == "request" else _end(m, start_ns, default_ttl_s, problems)
-    _check_text("model", m.model, problems)
+    for name, value in (("model", m.model), ("chat_id", m.chat_id), ("message_id", m.message_id)):
+        _check_text(name, value, problems)
     trace_id = m.trace_id.lower()
     if trace_id and (not _TRACE_ID.fullmatch(trace_id) or trace_id == "0" * 32):
         problems.append(Problem("trace_id", "expected 32 hex digits, not all zero"))

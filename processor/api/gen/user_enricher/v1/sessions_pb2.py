@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fuser_enricher/v1/sessions.proto\x12\x10user_enricher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"\xda\x01\n\x07Session\x12\x11\n\tsource_ip\x18\x01 \x01(\t\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.user_enricher.v1.User\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\"B\n\x13PushSessionsRequest\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.user_enricher.v1.Session\"(\n\x14PushSessionsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r2o\n\x0eSessionService\x12]\n\x0cPushSessions\x12%.user_enricher.v1.PushSessionsRequest\x1a&.user_enricher.v1.PushSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fuser_enricher/v1/sessions.proto\x12\x10user_enricher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"\xff\x01\n\x07Session\x12\x11\n\tsource_ip\x18\x01 \x01(\t\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.user_enricher.v1.User\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\t \x01(\t\x12\x12\n\nmessage_id\x18\n \x01(\t\"B\n\x13PushSessionsRequest\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.user_enricher.v1.Session\"(\n\x14PushSessionsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r2o\n\x0eSessionService\x12]\n\x0cPushSessions\x12%.user_enricher.v1.PushSessionsRequest\x1a&.user_enricher.v1.PushSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER']._serialized_start=86
   _globals['_USER']._serialized_end=148
   _globals['_SESSION']._serialized_start=151
-  _globals['_SESSION']._serialized_end=369
-  _globals['_PUSHSESSIONSREQUEST']._serialized_start=371
-  _globals['_PUSHSESSIONSREQUEST']._serialized_end=437
-  _globals['_PUSHSESSIONSRESPONSE']._serialized_start=439
-  _globals['_PUSHSESSIONSRESPONSE']._serialized_end=479
-  _globals['_SESSIONSERVICE']._serialized_start=481
-  _globals['_SESSIONSERVICE']._serialized_end=592
+  _globals['_SESSION']._serialized_end=406
+  _globals['_PUSHSESSIONSREQUEST']._serialized_start=408
+  _globals['_PUSHSESSIONSREQUEST']._serialized_end=474
+  _globals['_PUSHSESSIONSRESPONSE']._serialized_start=476
+  _globals['_PUSHSESSIONSRESPONSE']._serialized_end=516
+  _globals['_SESSIONSERVICE']._serialized_start=518
+  _globals['_SESSIONSERVICE']._serialized_end=629
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,8 @@ class Session(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
     source_ip: _builtins.str
     """Address the gateway sees for this user's requests (IPv4 or IPv6, no port)."""
     ttl_seconds: _builtins.int
@@ -85,6 +87,11 @@ class Session(_message.Message):
     """
     kind: _builtins.str
     """"session" (the default when empty) or "request"."""
+    chat_id: _builtins.str
+    """Open WebUI chat and message ids, when the source knows them (for logs and
+    troubleshooting; they play no part in matching).
+    """
+    message_id: _builtins.str
     @_builtins.property
     def user(self) -> Global___User: ...
     @_builtins.property
@@ -108,10 +115,12 @@ class Session(_message.Message):
         model: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         kind: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "model", b"model", "source_ip", b"source_ip", "start", b"start", "trace_id", b"trace_id", "ttl_seconds", b"ttl_seconds", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "end", b"end", "kind", b"kind", "message_id", b"message_id", "model", b"model", "source_ip", b"source_ip", "start", b"start", "trace_id", b"trace_id", "ttl_seconds", b"ttl_seconds", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
