@@ -33,15 +33,18 @@ from processor.errors import ConfigError, Problem
 
 __all__ = [
     "TOKEN_ENV_VAR",
+    "WEBHOOK_SECRET_ENV_VAR",
     "ApiConfig",
     "Config",
     "CorrelationConfig",
     "DirectoryConfig",
     "ExporterConfig",
     "LoggingConfig",
+    "OpenWebUIWebhookConfig",
     "ReceiverConfig",
     "RetryConfig",
     "SessionsConfig",
+    "WebhooksConfig",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -302,6 +305,19 @@ def _no_duplicates(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _optional_ip(value: str) -> str:
+    """An IP address in canonical form, or empty."""
+    if not value:
+        return ""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("expected an IP address (no port), or empty") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 def _lower(value: Any) -> Any:
     """Lower-case strings so ``INFO`` and ``info`` both work."""
     return value.lower() if isinstance(value, str) else value
@@ -443,34 +459,63 @@ class _Token:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class _SecretRule:
+    """Where a secret may come from and what it must look like."""
+
+    value_key: str  # "token" / "secret"
+    file_key: str  # "token_file" / "secret_file"
+    env_var: str
+    min_length: int
+    required: str  # message when enabled and missing
+
+
+_API_TOKEN = _SecretRule("token", "token_file", TOKEN_ENV_VAR, MIN_TOKEN_LENGTH, _TOKEN_REQUIRED)
+
+
 def _resolve_api_token(api: ApiConfig, env: Mapping[str, str]) -> SecretStr | None:
     """Apply the token sources and rules; raises _TokenProblem (without the token in it)."""
-    if api.token is not None and api.token_file is not None:
-        raise _TokenProblem("token_file", "cannot be combined with token; set only one")
-    token = _pick_token(api, env)
+    return _resolve_secret(_API_TOKEN, api.token, api.token_file, api.enabled, env)
+
+
+def _resolve_secret(
+    rule: _SecretRule,
+    value: SecretStr | None,
+    file: str | None,
+    enabled: bool,
+    env: Mapping[str, str],
+) -> SecretStr | None:
+    """The secret from env, file or inline value; raises _TokenProblem (never with the value)."""
+    if value is not None and file is not None:
+        raise _TokenProblem(
+            rule.file_key, f"cannot be combined with {rule.value_key}; set only one"
+        )
+    token = _pick_secret(rule, value, file, env)
     if token is None or not token.value:
-        if api.enabled:
-            raise _TokenProblem("token", _TOKEN_REQUIRED)
+        if enabled:
+            raise _TokenProblem(rule.value_key, rule.required)
         return None
-    if len(token.value) < MIN_TOKEN_LENGTH:
-        message = f"must be at least {MIN_TOKEN_LENGTH} characters"
+    if len(token.value) < rule.min_length:
+        message = f"must be at least {rule.min_length} characters"
         raise _TokenProblem(token.field, f"{token.source} {message}".lstrip())
     return SecretStr(token.value)
 
 
-def _pick_token(api: ApiConfig, env: Mapping[str, str]) -> _Token | None:
-    """The environment variable wins, then token_file (read now), then the inline token."""
-    from_env = env.get(TOKEN_ENV_VAR, "").rstrip()
+def _pick_secret(
+    rule: _SecretRule, value: SecretStr | None, file: str | None, env: Mapping[str, str]
+) -> _Token | None:
+    """The environment variable wins, then the file (read now), then the inline value."""
+    from_env = env.get(rule.env_var, "").rstrip()
     if from_env:
-        return _Token(from_env, "token", TOKEN_ENV_VAR)
-    if api.token_file is not None:
+        return _Token(from_env, rule.value_key, rule.env_var)
+    if file is not None:
         try:
-            text = Path(api.token_file).read_text(encoding="utf-8").rstrip()
+            text = Path(file).read_text(encoding="utf-8").rstrip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise _TokenProblem("token_file", _read_failure(api.token_file, exc)) from None
-        return _Token(text, "token_file", f"the token in {api.token_file}")
-    if api.token is not None:
-        return _Token(api.token.get_secret_value(), "token", "")
+            raise _TokenProblem(rule.file_key, _read_failure(file, exc)) from None
+        return _Token(text, rule.file_key, f"the {rule.value_key} in {file}")
+    if value is not None:
+        return _Token(value.get_secret_value(), rule.value_key, "")
     return None
 
 
@@ -533,6 +578,58 @@ class DirectoryConfig(_Frozen):
     )
 
 
+WEBHOOK_SECRET_ENV_VAR = "USER_ENRICHER_WEBHOOK_SECRET"
+"""Environment variable that overrides ``webhooks.openwebui.secret`` and ``secret_file``."""
+
+_WEBHOOK_SECRET = _SecretRule(
+    "secret",
+    "secret_file",
+    WEBHOOK_SECRET_ENV_VAR,
+    16,
+    "required when the Open WebUI webhook is enabled (set secret, secret_file "
+    f"or {WEBHOOK_SECRET_ENV_VAR})",
+)
+
+
+class OpenWebUIWebhookConfig(_Frozen):
+    """Open WebUI's event webhooks, received at POST /v1/webhooks/openwebui/<secret>.
+
+    A webhook URL cannot carry an Authorization header, so the secret travels in
+    the path; it must be at least 16 characters.
+    """
+
+    enabled: StrictBool = False
+    secret: SecretStr | None = None
+    secret_file: ConfigPath | None = None
+    # The address AgentGateway sees for Open WebUI's requests. Empty: the
+    # webhook's own peer address (right when both reach the service alike).
+    source_ip: Annotated[str, AfterValidator(_optional_ip)] = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_secret(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the file/environment secret sources and the secret rules."""
+        hook = handler(data)
+        context = _load_context(info)
+        if context is None:
+            return hook
+        try:
+            secret = _resolve_secret(
+                _WEBHOOK_SECRET, hook.secret, hook.secret_file, hook.enabled, context.env
+            )
+        except _TokenProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+        return hook.model_copy(update={"secret": secret})
+
+
+class WebhooksConfig(_Frozen):
+    """Identity sources that call us: Open WebUI's event webhooks."""
+
+    openwebui: OpenWebUIWebhookConfig = Field(default_factory=OpenWebUIWebhookConfig)
+
+
 class LoggingConfig(_Frozen):
     """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
 
@@ -549,6 +646,7 @@ class Config(_Frozen):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

@@ -95,6 +95,12 @@ class Metrics:
             ["via", "reason"],
             registry=r,
         )
+        self.webhook_events = Counter(
+            f"{_NS}_webhook_events",
+            "Open WebUI webhook calls, by event name (known names, legacy, other) and outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
         self.sessions_expired = Counter(
             f"{_NS}_sessions_expired", "Sessions dropped after their end", registry=r
         )

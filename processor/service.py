@@ -27,6 +27,7 @@ from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
 from processor.api.grpc_sessions import SessionServicer
 from processor.api.http import HttpApi
 from processor.api.intake import SessionIntake, TokenAuth
+from processor.api.webhooks import OpenWebUIWebhook
 from processor.config import Config, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
@@ -95,6 +96,7 @@ class Service:
             policy=config.correlation.ambiguous,
         )
         self._receiver = TraceReceiver(self.pipeline, self.metrics)
+        self._intake = self._build_intake()
         self._directory_watcher = (
             DirectoryWatcher(
                 config.directory.file, config.directory.reload_interval, self._publish_directory
@@ -161,14 +163,24 @@ class Service:
         api = self.config.api
         if not api.enabled or api.token is None:
             return None, None
-        intake = SessionIntake(
+        return self._intake, TokenAuth(api.token.get_secret_value())
+
+    def _webhook(self) -> OpenWebUIWebhook | None:
+        hook = self.config.webhooks.openwebui
+        if not hook.enabled or hook.secret is None:
+            return None
+        return OpenWebUIWebhook(
+            self._intake, hook.secret.get_secret_value(), hook.source_ip, self.metrics
+        )
+
+    def _build_intake(self) -> SessionIntake:
+        return SessionIntake(
             self.store,
             self.metrics,
             default_ttl_s=self.config.sessions.ttl,
             clock_ns=self._clock_ns,
             on_stored=self.pipeline.session_stored,
         )
-        return intake, TokenAuth(api.token.get_secret_value())
 
     async def _start_grpc(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
         limit = self.config.receiver.max_message_bytes
@@ -198,6 +210,7 @@ class Service:
             metrics=self.metrics,
             max_body_bytes=self.config.api.max_body_bytes,
             ready=lambda: self._ready,
+            webhook=self._webhook(),
         )
         runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
         await runner.setup()

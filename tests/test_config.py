@@ -546,3 +546,50 @@ def test_split_endpoint_rejects_garbage(endpoint: str) -> None:
     """Anything but host:port / [ipv6]:port raises ValueError."""
     with pytest.raises(ValueError):
         split_endpoint(endpoint)
+
+
+@pytest.mark.parametrize(
+    ("webhook", "env", "expected"),
+    [
+        ({"enabled": True}, {}, "webhooks.openwebui.secret: required when the Open WebUI"),
+        (
+            {"enabled": True, "secret": "short"},
+            {},
+            "webhooks.openwebui.secret: must be at least 16",
+        ),
+        (
+            {"enabled": True, "source_ip": "10.0.0.1:80"},
+            {},
+            "webhooks.openwebui.source_ip: expected",
+        ),
+        ({"enabled": True, "secret": "x" * 16, "secret_file": "s"}, {}, "secret_file: cannot be"),
+    ],
+)
+def test_webhook_secret_rules(webhook: dict[str, Any], env: dict[str, str], expected: str) -> None:
+    """The webhook secret is required when enabled, long enough, and never echoed."""
+    data = {
+        "exporter": {"endpoint": "jaeger:4317"},
+        "api": {"enabled": False},
+        "webhooks": {"openwebui": webhook},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=Path.cwd(), env=env)
+    assert any(str(p).startswith(expected) or expected in str(p) for p in caught.value.problems)
+    assert "short" not in str(caught.value)
+
+
+def test_webhook_secret_from_env_and_file(tmp_path: Path) -> None:
+    """The environment variable wins over the file; the file is read relative to the config."""
+    (tmp_path / "secret").write_text("file-secret-0123456789\n")
+    data = {
+        "exporter": {"endpoint": "jaeger:4317"},
+        "api": {"enabled": False},
+        "webhooks": {"openwebui": {"enabled": True, "secret_file": "secret"}},
+    }
+    from_file = parse_config(data, base_dir=tmp_path, env={})
+    secret = from_file.webhooks.openwebui.secret
+    assert secret is not None and secret.get_secret_value() == "file-secret-0123456789"
+    env = {"USER_ENRICHER_WEBHOOK_SECRET": "env-secret-0123456789"}
+    from_env = parse_config(data, base_dir=tmp_path, env=env)
+    secret = from_env.webhooks.openwebui.secret
+    assert secret is not None and secret.get_secret_value() == "env-secret-0123456789"

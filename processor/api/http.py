@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor.api.intake import SessionIntake, TokenAuth
 from processor.api.validate import parse_json_body
+from processor.api.webhooks import ROUTE as WEBHOOK_ROUTE
+from processor.api.webhooks import OpenWebUIWebhook
 from processor.errors import InvalidInput
 from processor.metrics import Metrics
 
@@ -38,6 +40,7 @@ class HttpApi:
         metrics: Metrics,
         max_body_bytes: int,
         ready: Callable[[], bool],
+        webhook: OpenWebUIWebhook | None = None,
     ) -> None:
         self._intake = intake
         self._auth = auth
@@ -52,6 +55,8 @@ class HttpApi:
         self.app.router.add_get("/metrics", self._metrics_handler)
         if intake is not None:
             self.app.router.add_post("/v1/sessions", self._push_sessions)
+        if webhook is not None:
+            self.app.router.add_post(WEBHOOK_ROUTE, webhook.handle)
 
     @web.middleware
     async def _errors_middleware(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.api.validate import to_sessions
@@ -53,9 +53,22 @@ class SessionIntake:
         self._clock_ns = clock_ns
         self._on_stored = on_stored
 
+    @property
+    def default_ttl_s(self) -> float:
+        """Length of a session pushed with neither end nor TTL."""
+        return self._ttl
+
+    def now_ns(self) -> int:
+        """The service's clock, for sources that stamp events on receipt."""
+        return self._clock_ns()
+
     def push(self, message: pb.PushSessionsRequest | pb.Session, *, via: str) -> int:
         """Store the sessions in ``message``; raises InvalidInput naming every bad field."""
         sessions = to_sessions(message, now_ns=self._clock_ns(), default_ttl_s=self._ttl)
+        return self.store(sessions, via=via)
+
+    def store(self, sessions: Sequence[Session], *, via: str) -> int:
+        """Store already-validated sessions and release the held spans they explain."""
         for session in sessions:
             self._store.add(session)
         if self._on_stored is not None:
@@ -64,3 +77,7 @@ class SessionIntake:
         self._metrics.sessions_pushed.labels(via=via).inc(len(sessions))
         self._metrics.sessions_active.set(len(self._store))
         return len(sessions)
+
+    def close(self, ip: str, user_key: str, at_ns: int) -> int:
+        """End a user's open sessions on ``ip`` (sign-out)."""
+        return self._store.close(ip, user_key, at_ns)

@@ -73,6 +73,23 @@ class MemorySessionStore:
         self._put(entry, session)
         self._evict()
 
+    def close(self, ip: str, user_key: str, at_ns: int) -> int:
+        """End ``user_key``'s sessions on ``ip`` that are open at ``at_ns``; returns how many."""
+        entry = self._by_ip.get(ip)
+        if entry is None:
+            return 0
+        open_now = [
+            seq
+            for seq in self._started_in(entry, at_ns - entry.max_span_ns, at_ns)
+            if self._by_seq[seq].user.key == user_key and self._by_seq[seq].end_ns > at_ns
+        ]
+        for seq in open_now:
+            session = self._pop(seq)
+            self._put(
+                self._by_ip.setdefault(ip, _AddressSessions()), replace(session, end_ns=at_ns)
+            )
+        return len(open_now)
+
     def events_near(self, ip: str, lo_ns: int, hi_ns: int) -> list[Session]:
         """Request events on ``ip`` at times within [lo_ns, hi_ns], oldest first."""
         entry = self._events_by_ip.get(ip)

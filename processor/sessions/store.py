@@ -48,6 +48,10 @@ class SessionStore(SessionLookup, Protocol):
         """Store ``session``, merging it with the same user's overlapping one on that address."""
         ...
 
+    def close(self, ip: str, user_key: str, at_ns: int) -> int:
+        """End ``user_key``'s sessions on ``ip`` that are open at ``at_ns``; returns how many."""
+        ...
+
     def expire(self, now_ns: int) -> int:
         """Drop sessions that ended before ``now_ns``; return how many were dropped."""
         ...
