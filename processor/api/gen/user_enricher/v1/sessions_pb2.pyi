@@ -88,8 +88,8 @@ class Session(_message.Message):
     kind: _builtins.str
     """"session" (the default when empty) or "request"."""
     chat_id: _builtins.str
-    """Open WebUI chat and message ids, when the source knows them (for logs and
-    troubleshooting; they play no part in matching).
+    """Open WebUI chat and message ids, when the source knows them. Accepted and
+    size-checked so sources can send them; not stored and not used for matching.
     """
     message_id: _builtins.str
     @_builtins.property
