@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from conftest import Clock, service_config
+from correlation_kit import attrs, who
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -13,8 +15,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from conftest import Clock, service_config
-from correlation_kit import attrs, who
 from processor.demo import GatewayCall, gateway_attributes
 from processor.service import Service
 from processor.sink import TraceSink
