@@ -1,0 +1,21 @@
+# otel-user-enricher: a small, non-root image.
+# Build: docker build -t otel-user-enricher:local .
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY processor ./processor
+RUN python -m pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11.11-slim-bookworm
+# Raise glibc's malloc thresholds before Python starts, as `serve` also does at
+# run time (see processor/tuning.py); harmless where the call is repeated.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MALLOC_TRIM_THRESHOLD_=268435456 \
+    MALLOC_MMAP_THRESHOLD_=67108864
+COPY --from=build /install /usr/local
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin enricher
+USER 10001:10001
+EXPOSE 4317 8089
+ENTRYPOINT ["user-enricher"]
+CMD ["serve", "--config", "/etc/user-enricher/config.yaml"]
