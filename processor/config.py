@@ -39,6 +39,7 @@ __all__ = [
     "CorrelationConfig",
     "DirectoryConfig",
     "ExporterConfig",
+    "QueueConfig",
     "LoggingConfig",
     "OpenWebUIWebhookConfig",
     "ReceiverConfig",
@@ -353,14 +354,18 @@ class ReceiverConfig(_Frozen):
 
 
 class RetryConfig(_Frozen):
-    """Exponential back-off for retryable export failures."""
+    """Exponential back-off for retryable export failures (the Collector's defaults).
+
+    A batch still failing after ``max_elapsed`` goes back to the end of the queue
+    rather than being dropped: only permanent errors drop data.
+    """
 
     enabled: StrictBool = True
-    initial_interval: PositiveDuration = 1.0
-    max_interval: PositiveDuration = 10.0
-    max_elapsed: PositiveDuration = 60.0
+    initial_interval: PositiveDuration = 5.0
+    max_interval: PositiveDuration = 30.0
+    max_elapsed: PositiveDuration = 300.0
     multiplier: Annotated[FiniteFloat, Field(ge=1)] = 1.5
-    jitter: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.2
+    jitter: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.5
 
     @model_validator(mode="after")
     def _check_intervals(self) -> Self:
@@ -370,6 +375,24 @@ class RetryConfig(_Frozen):
                 type(self).__name__, [("max_interval", "must be >= initial_interval")]
             )
         return self
+
+
+class QueueConfig(_Frozen):
+    """Accepted batches wait here for the downstream; full means backpressure.
+
+    With ``directory`` set, every accepted request is written to disk before the
+    sender is answered and removed only once all its spans were delivered.
+    """
+
+    size: PositiveInt = 1000  # requests (the Collector's default queue size)
+    max_bytes: Annotated[int, BeforeValidator(_size), _size_between(MiB, 16 * GiB)] = 256 * MiB
+    consumers: Annotated[int, Field(strict=True, ge=1, le=256)] = 10
+    directory: ConfigPath | None = None
+    max_spool_bytes: Annotated[int, BeforeValidator(_size), _size_between(MiB, 1024 * GiB)] = GiB
+    # On shutdown, how long to keep delivering before giving up (spooling or counting).
+    drain_timeout: NonNegativeDuration = 10.0
+    # The delay a sender is told to wait (RetryInfo) when the queue is full.
+    retry_after: PositiveDuration = 1.0
 
 
 class ExporterConfig(_Frozen):
@@ -382,8 +405,9 @@ class ExporterConfig(_Frozen):
         Field(default_factory=dict)
     )
     compression: Literal["gzip", "none"] = "gzip"
-    timeout: PositiveDuration = 10.0
+    timeout: PositiveDuration = 5.0  # per attempt
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
 
     @model_validator(mode="after")
     def _check_tls(self) -> Self:

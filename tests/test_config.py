@@ -85,10 +85,12 @@ def test_minimal_config_gets_defaults() -> None:
     assert config.exporter.ca_file is None
     assert config.exporter.headers == {}
     assert config.exporter.compression == "gzip"
-    assert config.exporter.timeout == 10.0
+    assert config.exporter.timeout == 5.0
     retry = config.exporter.retry
-    assert (retry.enabled, retry.initial_interval, retry.max_interval) == (True, 1.0, 10.0)
-    assert (retry.max_elapsed, retry.multiplier, retry.jitter) == (60.0, 1.5, 0.2)
+    assert (retry.enabled, retry.initial_interval, retry.max_interval) == (True, 5.0, 30.0)
+    assert (retry.max_elapsed, retry.multiplier, retry.jitter) == (300.0, 1.5, 0.5)
+    queue = config.exporter.queue
+    assert (queue.size, queue.consumers, queue.directory) == (1000, 10, None)
     assert config.api.enabled is True
     assert config.api.endpoint == "127.0.0.1:8089"
     assert config.api.token_file is None
