@@ -14,7 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_TRIM_THRESHOLD_=268435456 \
     MALLOC_MMAP_THRESHOLD_=67108864
 COPY --from=build /install /usr/local
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin enricher
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin enricher \
+    && mkdir -p /var/lib/user-enricher/spool \
+    && chown -R 10001:10001 /var/lib/user-enricher
 USER 10001:10001
 EXPOSE 4317 8089
 ENTRYPOINT ["user-enricher"]

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from yaml.constructor import ConstructorError
 from processor.errors import ConfigError, Problem
 
 __all__ = [
+    "RECEIVER_TOKEN_ENV_VAR",
     "TOKEN_ENV_VAR",
     "WEBHOOK_SECRET_ENV_VAR",
     "ApiConfig",
@@ -39,12 +41,15 @@ __all__ = [
     "CorrelationConfig",
     "DirectoryConfig",
     "ExporterConfig",
-    "QueueConfig",
     "LoggingConfig",
     "OpenWebUIWebhookConfig",
+    "QueueConfig",
+    "RateLimitConfig",
+    "ReceiverAuthConfig",
     "ReceiverConfig",
     "RetryConfig",
     "SessionsConfig",
+    "TlsConfig",
     "WebhooksConfig",
     "load_config",
     "parse_config",
@@ -346,11 +351,150 @@ class _Frozen(BaseModel):
 # --------------------------------------------------------------------------- sections
 
 
+RECEIVER_TOKEN_ENV_VAR = "USER_ENRICHER_RECEIVER_TOKEN"
+"""Environment variable that overrides ``receiver.auth.token`` and ``token_file``."""
+
+ExistingFile = Annotated[ConfigPath, AfterValidator(_existing_file)]
+
+
+class _KeyNeedsPassword(Exception):
+    """Raised from the password callback: we cannot unlock an encrypted key at start-up."""
+
+
+def _refuse_password() -> bytes:
+    """Password callback for ``load_cert_chain`` that never prompts on the terminal."""
+    raise _KeyNeedsPassword
+
+
+def _tls_pair_problems(cert: str | None, key: str | None, ca: str | None) -> list[tuple[str, str]]:
+    """What is missing: a certificate needs its key and vice versa; a client CA needs both."""
+    problems: list[tuple[str, str]] = []
+    if cert is not None and key is None:
+        problems.append(("key_file", "required when cert_file is set"))
+    if key is not None and cert is None:
+        problems.append(("cert_file", "required when key_file is set"))
+    if ca is not None and cert is None and key is None:
+        problems.append(("cert_file", "required when client_ca_file is set (mTLS needs TLS)"))
+    return problems
+
+
+def _pem_problems(cert: str, key: str, ca: str | None) -> list[tuple[str, str]]:
+    """Load the PEM files as the servers will, so bad material fails at start-up."""
+    problems = [("cert_file", f"no PEM certificate in {cert}")] if not _has_certs(cert) else []
+    if not problems:
+        problems += _key_problems(cert, key)
+    if ca is not None and not _has_certs(ca):
+        problems.append(("client_ca_file", f"no PEM certificate in {ca}"))
+    return problems
+
+
+def _has_certs(path: str) -> bool:
+    """True when ``path`` holds at least one readable PEM certificate."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
+
+
+def _key_problems(cert: str, key: str) -> list[tuple[str, str]]:
+    """Why ``key`` cannot serve ``cert`` (none when it can)."""
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key, password=_refuse_password)
+    except _KeyNeedsPassword:
+        return [("key_file", f"{key} is encrypted; use an unencrypted PEM key")]
+    except (ssl.SSLError, OSError) as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            return [("key_file", f"{key} does not match the certificate in cert_file")]
+        return [("key_file", f"no PEM private key in {key}")]
+    return []
+
+
+class TlsConfig(_Frozen):
+    """TLS on a listener: certificate and key; with ``client_ca_file``, mutual TLS.
+
+    Off while ``cert_file`` is unset. The files are loaded once during validation,
+    so a wrong or mismatched file is a config error rather than a failed handshake.
+    """
+
+    cert_file: ExistingFile | None = None
+    key_file: ExistingFile | None = None
+    # Clients must present a certificate issued by a CA in this bundle (mTLS).
+    client_ca_file: ExistingFile | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when the listener serves TLS."""
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Self:
+        """Certificate and key come together and must load; a client CA needs both."""
+        problems = _tls_pair_problems(self.cert_file, self.key_file, self.client_ca_file)
+        if not problems and self.cert_file is not None and self.key_file is not None:
+            problems = _pem_problems(self.cert_file, self.key_file, self.client_ca_file)
+        if problems:
+            raise _field_problems(type(self).__name__, problems)
+        return self
+
+
+class ReceiverAuthConfig(_Frozen):
+    """An optional bearer token OTLP senders must present on Export calls.
+
+    Off unless a token comes from ``USER_ENRICHER_RECEIVER_TOKEN``, ``token_file``
+    or ``token`` (that order); it must be at least 16 characters.
+    """
+
+    token: SecretStr | None = None
+    token_file: ConfigPath | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when Export calls must carry the token."""
+        return self.token is not None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_token(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the file/environment token sources and the token rules."""
+        auth = handler(data)
+        context = _load_context(info)
+        if context is None:
+            return auth
+        try:
+            token = _resolve_secret(
+                _RECEIVER_TOKEN, auth.token, auth.token_file, False, context.env
+            )
+        except _TokenProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+        return auth.model_copy(update={"token": token})
+
+
+class RateLimitConfig(_Frozen):
+    """Token bucket per client IP on POST /v1/sessions and the webhook route."""
+
+    # Sustained requests per second per client; 0 disables the limit.
+    requests_per_second: Annotated[FiniteFloat, Field(ge=0)] = 50.0
+    # Requests a client may send at once before the sustained rate applies.
+    burst: PositiveInt = 100
+
+    @property
+    def enabled(self) -> bool:
+        """True when requests are limited."""
+        return self.requests_per_second > 0
+
+
 class ReceiverConfig(_Frozen):
     """The OTLP/gRPC receiver that AgentGateway exports spans to."""
 
     grpc_endpoint: ListenEndpoint = "127.0.0.1:4317"
     max_message_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, GiB)] = 64 * MiB
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    # Validated even when absent, so the environment variable alone enables it.
+    auth: ReceiverAuthConfig = Field(default_factory=ReceiverAuthConfig, validate_default=True)
 
 
 class RetryConfig(_Frozen):
@@ -441,6 +585,8 @@ class ApiConfig(_Frozen):
     token: SecretStr | None = None
     token_file: ConfigPath | None = None
     max_body_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, 64 * MiB)] = MiB
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -495,6 +641,8 @@ class _SecretRule:
 
 
 _API_TOKEN = _SecretRule("token", "token_file", TOKEN_ENV_VAR, MIN_TOKEN_LENGTH, _TOKEN_REQUIRED)
+# Never required (``enabled`` is always False): the receiver is open unless a token is set.
+_RECEIVER_TOKEN = _SecretRule("token", "token_file", RECEIVER_TOKEN_ENV_VAR, 16, "")
 
 
 def _resolve_api_token(api: ApiConfig, env: Mapping[str, str]) -> SecretStr | None:

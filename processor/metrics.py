@@ -57,9 +57,38 @@ class Metrics:
         self.trace_identities = Gauge(
             f"{_NS}_trace_identities", "Traces whose user is known", registry=r
         )
-        self.released_export_lost = Counter(
-            f"{_NS}_released_spans_lost",
-            "Released held spans whose export failed after retries (already acknowledged)",
+        self.enrich_failures = Counter(
+            f"{_NS}_enrich_failures",
+            "Spans whose attribution raised; forwarded as they came (fail open)",
+            registry=r,
+        )
+        self.spans_dropped = Counter(
+            f"{_NS}_spans_dropped",
+            "Spans the downstream refused permanently (not retried), by status",
+            ["code"],
+            registry=r,
+        )
+        self.spans_lost = Counter(
+            f"{_NS}_spans_lost",
+            "Spans still queued at shutdown with no spool configured",
+            registry=r,
+        )
+        self.export_requeued = Counter(
+            f"{_NS}_export_requeued",
+            "Batches whose retries ran out and went back to the end of the queue",
+            registry=r,
+        )
+        self.queue_batches = Gauge(
+            f"{_NS}_queue_batches", "Batches waiting for or being sent downstream", registry=r
+        )
+        self.queue_bytes = Gauge(f"{_NS}_queue_bytes", "Bytes in the export queue", registry=r)
+        self.spool_requests = Gauge(
+            f"{_NS}_spool_requests", "Requests kept in the spool until delivered", registry=r
+        )
+        self.spool_bytes = Gauge(f"{_NS}_spool_bytes", "Bytes of the spool on disk", registry=r)
+        self.spool_quarantined = Counter(
+            f"{_NS}_spool_quarantined",
+            "Spool files found corrupt or truncated at start-up and moved aside",
             registry=r,
         )
         self.spans_exported = Counter(

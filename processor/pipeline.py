@@ -1,60 +1,87 @@
-"""Glue between the pure correlator and the export chain; owns background exports.
+"""Glue between the pure correlator, the spool and the export queue.
 
-The receiver hands each decoded request here and waits for the spans that can
-go now; spans released later (their identity arrived, or their hold ran out)
-are exported in the background, since their sender already has its answer.
+A request is accepted (and its sender answered) once it is in the queue and,
+with a spool, on disk. Its spans then leave in one or more batches: the ones not
+held at once, the held ones later. A spooled request is deleted only when every
+one of those batches was delivered or permanently refused.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processor.correlate.correlator import Correlator, Outcome, Payload
-from processor.errors import DownstreamError
-from processor.export import Sender
+from processor.errors import DownstreamError, EnricherError
+from processor.export.queue import Batch, ExportQueue
+from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.model import Session
 
 log = structlog.get_logger("processor.pipeline")
 
 
+class Backpressure(EnricherError):
+    """The queue (or spool) is full: the sender should retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"export queue full; retry in {retry_after_s:g}s")
+
+
 class Pipeline:
-    """Receives requests, releases held spans, and records what happened."""
+    """Accepts requests, releases held spans, tracks spooled requests to deletion."""
 
     def __init__(
         self,
         correlator: Correlator,
-        sender: Sender,
         metrics: Metrics,
         *,
         clock_ns: Callable[[], int],
         policy: str,
+        retry_after_s: float,
+        spool: Spool | None = None,
     ) -> None:
         self.correlator = correlator
-        self._sender = sender
         self._metrics = metrics
         self._clock_ns = clock_ns
         self._policy = policy
-        self._background: set[asyncio.Task[None]] = set()
+        self._retry_after_s = retry_after_s
+        self._spool = spool
+        self._queue: ExportQueue | None = None
+        # Spool tag -> units of that request not yet delivered (1 for the part
+        # sent at once, 1 per held span).
+        self._outstanding: dict[int, int] = {}
 
-    async def export(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
-        """Attribute ``request`` and deliver what can go now; returns its span count.
+    def attach(self, queue: ExportQueue) -> None:
+        """Connect the export queue (built after this object, since it calls back here)."""
+        self._queue = queue
 
-        Raises DownstreamError when those spans could not be delivered; held spans
-        are the service's responsibility from here on.
+    @property
+    def queue(self) -> ExportQueue:
+        """The export queue."""
+        assert self._queue is not None, "attach() the export queue first"
+        return self._queue
+
+    async def accept(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
+        """Take responsibility for ``request``; returns its span count.
+
+        Raises Backpressure when it cannot be taken now.
         """
-        outcome = self.correlator.receive(request, raw, self._clock_ns())
-        self._record(outcome)
-        self._export_later(outcome.released)
-        if outcome.current is not None:
-            with self._metrics.export_latency.time():
-                await self._sender.send(outcome.current.data)
-            self._metrics.spans_exported.inc(outcome.current.spans)
-        return outcome.spans
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        if spans == 0:
+            return 0
+        if not self.queue.has_room(len(raw)) or (
+            self._spool is not None and not self._spool.has_room(len(raw))
+        ):
+            raise Backpressure(self._retry_after_s)
+        tag = await self._spool.append(raw) if self._spool is not None else 0
+        self._process(request, raw, tag)
+        return spans
 
     def session_stored(self, session: Session) -> None:
         """Called for each stored session: release the held spans it explains."""
@@ -64,39 +91,122 @@ class Pipeline:
         """Release the spans whose hold ran out (called periodically)."""
         self._dispatch(self.correlator.tick(self._clock_ns()))
 
-    async def drain(self) -> None:
-        """Release every held span and wait for all background exports (shutdown)."""
+    def replay(self) -> int:
+        """Re-process the requests a previous run left in the spool; returns their number."""
+        if self._spool is None:
+            return 0
+        entries = self._spool.open()
+        for entry in entries:
+            try:
+                request = ExportTraceServiceRequest.FromString(entry.data)
+            except DecodeError:
+                log.error("spool_entry_undecodable", tag=entry.tag)
+                self._spool.remove(entry.tag)
+                continue
+            self._process(request, entry.data, entry.tag)
+        self._metrics.spool_quarantined.inc(self._spool.quarantined)
+        if entries:
+            log.info("spool_replayed", requests=len(entries), quarantined=self._spool.quarantined)
+        return len(entries)
+
+    async def drain(self, timeout_s: float) -> tuple[int, int]:
+        """Shutdown: release every held span, deliver for up to ``timeout_s``.
+
+        Returns (spans delivered late or kept in the spool, spans lost). Without a
+        spool, what is still queued at the deadline is lost and logged as such.
+        """
         self._dispatch(self.correlator.drain())
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        left = await self.queue.drain(timeout_s)
+        undelivered = sum(b.spans for b in left)
+        if self._spool is not None:
+            if undelivered:
+                log.warning(
+                    "shutdown_spans_spooled",
+                    spans=undelivered,
+                    spool_requests=len(self._spool),
+                    hint="they are replayed at the next start",
+                )
+            return undelivered, 0
+        if undelivered:
+            self._metrics.spans_lost.inc(undelivered)
+            log.error(
+                "shutdown_spans_lost",
+                spans=undelivered,
+                batches=len(left),
+                hint="set exporter.queue.directory to keep them across restarts",
+            )
+        return 0, undelivered
+
+    # ------------------------------------------------------------------ internals
+
+    def _process(self, request: ExportTraceServiceRequest, raw: bytes, tag: int) -> None:
+        try:
+            outcome = self.correlator.receive(request, raw, self._clock_ns(), tag)
+        except Exception:  # fail open: the request goes on exactly as it came
+            log.exception("correlation_failed", hint="the request is forwarded unenriched")
+            spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            self._metrics.enrich_failures.inc(spans)
+            outcome = Outcome(spans=spans)
+            outcome.current = Payload(raw, spans, _one(tag))
+        units = (1 if outcome.current is not None else 0) + outcome.held
+        if self._spool is not None:
+            if units:
+                self._outstanding[tag] = units
+            else:
+                self._spool.remove(tag)
+        self._dispatch(outcome)
 
     def _dispatch(self, outcome: Outcome) -> None:
         self._record(outcome)
-        self._export_later(outcome.released)
+        if outcome.current is not None:
+            self._enqueue(outcome.current)
+        for payload in outcome.released:
+            self._enqueue(payload)
 
-    def _export_later(self, payloads: list[Payload]) -> None:
-        for payload in payloads:
-            task = asyncio.get_running_loop().create_task(self._send_released(payload))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    def _enqueue(self, payload: Payload) -> None:
+        self.queue.put(Batch(payload.data, payload.spans, payload.tags))
+        self._gauges()
 
-    async def _send_released(self, payload: Payload) -> None:
-        spans = payload.spans
-        try:
-            with self._metrics.export_latency.time():
-                await self._sender.send(payload.data)
-        except DownstreamError as exc:
-            self._metrics.export_failures.labels(code=exc.code).inc()
-            self._metrics.released_export_lost.inc(spans)
-            log.error(
-                "released_spans_export_failed",
-                spans=spans,
-                code=exc.code,
-                error=str(exc),
-                hint="the sender was already answered; these spans are lost",
-            )
-            return
-        self._metrics.spans_exported.inc(spans)
+    def delivered(self, batch: Batch) -> None:
+        """Queue callback: the downstream acknowledged ``batch``."""
+        self._metrics.spans_exported.inc(batch.spans)
+        self._settle(batch)
+
+    def dropped(self, batch: Batch, exc: DownstreamError) -> None:
+        """Queue callback: the downstream refused ``batch`` for good."""
+        self._metrics.export_failures.labels(code=exc.code).inc()
+        self._metrics.spans_dropped.labels(code=exc.code).inc(batch.spans)
+        log.error(
+            "export_dropped",
+            spans=batch.spans,
+            code=exc.code,
+            error=str(exc),
+            hint="the downstream refused this batch permanently; it is not retried",
+        )
+        self._settle(batch)
+
+    def requeued(self, batch: Batch) -> None:
+        """Queue callback: retries ran out; the batch went back to the end of the queue."""
+        self._metrics.export_requeued.inc()
+
+    def _settle(self, batch: Batch) -> None:
+        if self._spool is not None:
+            for tag, n in batch.tags.items():
+                left = self._outstanding.get(tag, 0) - n
+                if left > 0:
+                    self._outstanding[tag] = left
+                else:
+                    self._outstanding.pop(tag, None)
+                    self._spool.remove(tag)
+        self._gauges()
+
+    def _gauges(self) -> None:
+        m = self._metrics
+        m.queue_batches.set(len(self.queue))
+        m.queue_bytes.set(self.queue.bytes)
+        if self._spool is not None:
+            m.spool_bytes.set(self._spool.bytes_used)
+            m.spool_requests.set(len(self._spool))
 
     def _record(self, o: Outcome) -> None:
         m = self._metrics
@@ -107,12 +217,14 @@ class Pipeline:
                 m.spans_ambiguous.labels(policy=self._policy).inc(count)
             if not (confidence == "ambiguous" and self._policy != "nearest"):
                 m.spans_enriched.labels(method=method, confidence=confidence).inc(count)
-        if o.unattributed:
-            m.spans_unmatched.inc(o.unattributed)
-        if o.no_address:
-            m.spans_no_address.inc(o.no_address)
-        if o.held:
-            m.spans_held.inc(o.held)
+        for counter, value in (
+            (m.spans_unmatched, o.unattributed),
+            (m.spans_no_address, o.no_address),
+            (m.spans_held, o.held),
+            (m.enrich_failures, o.failed),
+        ):
+            if value:
+                counter.inc(value)
         for reason, count in (
             ("early", o.released_early),
             ("deadline", o.released_deadline),
@@ -121,3 +233,7 @@ class Pipeline:
             if count:
                 m.spans_released.labels(reason=reason).inc(count)
         m.spans_holding.set(self.correlator.held)
+
+
+def _one(tag: int) -> Counter[int]:
+    return Counter({tag: 1})

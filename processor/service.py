@@ -3,11 +3,15 @@
 Start order: directory -> exporter channel -> gRPC server (OTLP, sessions,
 health) -> HTTP API -> hold ticker, expiry sweeper, directory watcher.
 
+Start-up replays the spool (requests a previous run accepted but did not
+deliver) before the listeners open.
+
 Shutdown order (so nothing accepted is left without a way out): mark not ready
--> stop accepting on gRPC and let in-flight exports finish within the grace
-period -> stop the HTTP API -> stop the ticker -> release every held span and
-wait for their exports -> stop retrying -> close the exporter channel -> stop
-the sweeper and the directory watcher.
+-> stop accepting on gRPC and let in-flight calls finish within the grace
+period -> stop the HTTP API -> stop the ticker -> release every held span into
+the queue -> drain the queue up to exporter.queue.drain_timeout (what is left
+stays in the spool, or is counted and logged as lost) -> stop retrying -> close
+the exporter channel -> stop the sweeper and the directory watcher.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from processor.correlate.span_identity import IdentityReader
 from processor.directory import Directory
 from processor.directory_watch import DirectoryWatcher
 from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
+from processor.export.queue import ExportQueue
+from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
@@ -88,13 +94,26 @@ class Service:
             int(config.correlation.trace_ttl * _NS), config.correlation.max_traces
         )
         self.correlator = build_correlator(config, self.store, self.traces)
+        queue = config.exporter.queue
+        self.spool = Spool(queue.directory, queue.max_spool_bytes) if queue.directory else None
         self.pipeline = Pipeline(
             self.correlator,
-            self._sender,
             self.metrics,
             clock_ns=clock_ns,
             policy=config.correlation.ambiguous,
+            retry_after_s=queue.retry_after,
+            spool=self.spool,
         )
+        self.queue = ExportQueue(
+            self._sender,
+            size=queue.size,
+            max_bytes=queue.max_bytes,
+            consumers=queue.consumers,
+            on_delivered=self.pipeline.delivered,
+            on_dropped=self.pipeline.dropped,
+            on_requeued=self.pipeline.requeued,
+        )
+        self.pipeline.attach(self.queue)
         self._receiver = TraceReceiver(self.pipeline, self.metrics)
         self._intake = self._build_intake()
         self._directory_watcher = (
@@ -122,6 +141,8 @@ class Service:
         if self._directory_watcher is not None:
             self._directory_watcher.load()
         await self._grpc_sender.start()
+        self.queue.start()
+        replayed = self.pipeline.replay()
         intake, auth = self._session_intake()
         grpc_address = await self._start_grpc(intake, auth)
         http_address = await self._start_http(intake, auth)
@@ -139,10 +160,16 @@ class Service:
             grpc=grpc_address,
             http=http_address,
             exporter=self.config.exporter.endpoint,
+            spool=self.config.exporter.queue.directory,
+            replayed_requests=replayed,
         )
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
-        """Stop accepting, let in-flight exports finish, then close everything."""
+        """Stop accepting, flush held spans, drain the queue, then close everything.
+
+        ``grace_s`` bounds how long in-flight calls may take to finish; the queue
+        is drained for up to ``exporter.queue.drain_timeout`` after that.
+        """
         self._ready = False
         await self._health.enter_graceful_shutdown()
         if self._grpc_server is not None:
@@ -151,13 +178,13 @@ class Service:
             await self._http_runner.cleanup()
         await _cancel(self._ticker)
         held = self.correlator.held
-        await self.pipeline.drain()
+        spooled, lost = await self.pipeline.drain(self.config.exporter.queue.drain_timeout)
         await self._sender.shutdown()
         await self._grpc_sender.shutdown()
         await _cancel(self._sweeper)
         if self._directory_watcher is not None:
             await self._directory_watcher.shutdown()
-        log.info("service_stopped", held_spans_flushed=held)
+        log.info("service_stopped", held_spans_flushed=held, spans_spooled=spooled, spans_lost=lost)
 
     def _session_intake(self) -> tuple[SessionIntake | None, TokenAuth | None]:
         api = self.config.api

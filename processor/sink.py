@@ -23,6 +23,8 @@ class TraceSink:
         self._host = host
         # Status codes to answer, in order, before accepting anything (fault tests).
         self.failures = list(failures or [])
+        # When set, every call waits for the gate before answering (a slow downstream).
+        self.gate: asyncio.Event | None = None
         self.attempts = 0
         self.requests: list[ExportTraceServiceRequest] = []
         self.raw: list[bytes] = []
@@ -30,8 +32,8 @@ class TraceSink:
         self._server: grpc.aio.Server | None = None
         self.endpoint = ""
 
-    async def start(self) -> str:
-        """Listen on an ephemeral port; returns ``host:port``."""
+    async def start(self, port: int = 0) -> str:
+        """Listen on ``port`` (0: any free port); returns ``host:port``."""
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
         method = grpc.unary_unary_rpc_method_handler(
             self._export, request_deserializer=None, response_serializer=None
@@ -39,16 +41,21 @@ class TraceSink:
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(_SERVICE, {"Export": method})]
         )
-        port = server.add_insecure_port(f"{self._host}:0")
+        port = server.add_insecure_port(f"{self._host}:{port}")
         await server.start()
         self._server = server
         self.endpoint = f"{self._host}:{port}"
         return self.endpoint
 
-    async def stop(self) -> None:
-        """Stop listening."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop listening (calls in progress get ``grace_s`` to finish)."""
         if self._server is not None:
-            await self._server.stop(None)
+            await self._server.stop(grace_s)
+            self._server = None
+
+    def span_ids(self) -> list[bytes]:
+        """The span id of every span received, duplicates included."""
+        return [span.span_id for span in self.spans()]
 
     def spans(self) -> list[Span]:
         """Every span received so far, in arrival order."""
@@ -68,6 +75,8 @@ class TraceSink:
 
     async def _export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self.attempts += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failures:
             await context.abort(self.failures.pop(0), "injected failure")
         async with self._changed:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +28,46 @@ class Clock:
         return self.now_ns
 
 
-def service_config(sink_endpoint: str, **overrides: Any) -> Config:
-    """Config on ephemeral loopback ports; ``overrides`` replace top-level sections."""
+def service_config(
+    sink_endpoint: str, *, queue: dict[str, Any] | None = None, **overrides: Any
+) -> Config:
+    """Config on ephemeral loopback ports; ``overrides`` replace top-level sections,
+    ``queue`` updates exporter.queue."""
     data: dict[str, Any] = {
         "receiver": {"grpc_endpoint": "127.0.0.1:0"},
         "exporter": {
             "endpoint": sink_endpoint,
             "insecure": True,
             "retry": {"initial_interval": "10ms", "max_interval": "50ms", "max_elapsed": "2s"},
+            "queue": {"drain_timeout": "5s", "retry_after": "200ms"},
         },
         "api": {"endpoint": "127.0.0.1:0", "token": TOKEN, "max_body_bytes": "4KiB"},
         # No holding unless a test asks: held spans wait on the injected clock.
         "correlation": {"hold": 0},
         "logging": {"level": "warning"},
     }
+    data["exporter"]["queue"].update(queue or {})
     data.update(overrides)
     return parse_config(data, base_dir=Path.cwd(), env={})
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``predicate`` on the event loop until it holds; TimeoutError after ``timeout_s``.
+
+    For conditions no event signals (a metric reaching a value); the poll
+    interval is short and the result does not depend on it.
+    """
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - nothing signals a metric change
+            await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture(autouse=True)

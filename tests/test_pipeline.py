@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import grpc
 import pytest
-from conftest import TOKEN, Clock, service_config
+from conftest import TOKEN
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -176,56 +176,3 @@ async def test_large_request_above_grpc_default_limit(service: Service, sink: Tr
     assert len(payload) > 6 << 20
     await raw_export(service.addresses.grpc, payload)
     assert len(await sink.wait_for_spans(3000)) == 3000
-
-
-async def test_downstream_down_answers_unavailable(clock: Clock) -> None:
-    """With the downstream unreachable, the sender is told to retry (UNAVAILABLE)."""
-    dead = TraceSink()
-    await dead.start()
-    await dead.stop()
-    svc = Service(service_config(dead.endpoint), clock_ns=clock)
-    await svc.start()
-    try:
-        request = ExportTraceServiceRequest()
-        request.resource_spans.add().scope_spans.add().spans.add(name="x")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await raw_export(svc.addresses.grpc, request.SerializeToString())
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        failures = svc.metrics.registry.get_sample_value(
-            "user_enricher_export_failures_total", {"code": "UNAVAILABLE"}
-        )
-        assert failures == 1
-    finally:
-        await svc.shutdown(grace_s=1.0)
-
-
-@pytest.mark.parametrize(
-    ("failures", "expected"),
-    [
-        ([grpc.StatusCode.INVALID_ARGUMENT], grpc.StatusCode.INVALID_ARGUMENT),
-        ([grpc.StatusCode.UNAVAILABLE] * 2, None),
-    ],
-)
-async def test_downstream_status_reaches_the_sender(
-    clock: Clock, failures: list[grpc.StatusCode], expected: grpc.StatusCode | None
-) -> None:
-    """Permanent downstream errors are passed on unretried; UNAVAILABLE is retried to success."""
-    sink = TraceSink(failures=failures)
-    await sink.start()
-    svc = Service(service_config(sink.endpoint), clock_ns=clock)
-    await svc.start()
-    try:
-        request = ExportTraceServiceRequest()
-        request.resource_spans.add().scope_spans.add().spans.add(name="x")
-        if expected is None:
-            await raw_export(svc.addresses.grpc, request.SerializeToString())
-            assert len(await sink.wait_for_spans(1)) == 1
-            assert sink.attempts == len(failures) + 1
-        else:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await raw_export(svc.addresses.grpc, request.SerializeToString())
-            assert caught.value.code() == expected
-            assert sink.attempts == 1
-    finally:
-        await svc.shutdown(grace_s=1.0)
-        await sink.stop()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -16,7 +17,16 @@ from processor.api.webhooks import OpenWebUIWebhook
 from processor.errors import InvalidInput
 from processor.metrics import Metrics
 
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware
+
+    from processor.security import RateLimiter
+
 log = structlog.get_logger("processor.api.http")
+
+# Routes the rate limiter guards (by route pattern, so a wrong webhook secret is
+# limited too), each with the label reported to ``on_limited``.
+RATE_LIMITED_ROUTES = {"/v1/sessions": "sessions", WEBHOOK_ROUTE: "webhook"}
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -27,6 +37,20 @@ def invalid_input_response(exc: InvalidInput) -> web.Response:
     """400 with every problem listed, each naming its field."""
     problems = [{"path": p.path, "message": p.message} for p in exc.problems]
     return _error(400, str(exc), problems=problems)
+
+
+def retry_after(delay_s: float) -> str:
+    """A ``Retry-After`` value: whole seconds (RFC 9110 section 10.2.3), rounded up, >= 1."""
+    # Rounding down would send a client that honours the header straight back into a 429.
+    return str(max(1, math.ceil(delay_s)))
+
+
+def too_many_requests(delay_s: float) -> web.Response:
+    """429 with a JSON body and the ``Retry-After`` header."""
+    seconds = retry_after(delay_s)
+    response = _error(429, f"too many requests; retry after {seconds}s")
+    response.headers["Retry-After"] = seconds
+    return response
 
 
 class HttpApi:
@@ -41,15 +65,20 @@ class HttpApi:
         max_body_bytes: int,
         ready: Callable[[], bool],
         webhook: OpenWebUIWebhook | None = None,
+        rate_limiter: RateLimiter | None = None,
+        on_limited: Callable[[str], None] | None = None,
     ) -> None:
         self._intake = intake
         self._auth = auth
         self._metrics = metrics
         self._ready = ready
         self._max_body = max_body_bytes
-        self.app = web.Application(
-            client_max_size=max_body_bytes, middlewares=[self._errors_middleware]
-        )
+        self._limiter = rate_limiter
+        self._on_limited = on_limited
+        middlewares: list[Middleware] = [self._errors_middleware]
+        if rate_limiter is not None:
+            middlewares.append(self._rate_limit_middleware)
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics_handler)
@@ -74,6 +103,22 @@ class HttpApi:
         except Exception:
             log.exception("http_handler_failed", path=request.path)
             return _error(500, "internal error")
+
+    @web.middleware
+    async def _rate_limit_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """Answer 429 to a client over its rate on a guarded route, before reading the body."""
+        assert self._limiter is not None
+        route = _limited_route(request)
+        if route is not None:
+            delay = self._limiter.allow(request.remote or "")
+            if delay is not None:
+                if self._on_limited is not None:
+                    self._on_limited(route)
+                return too_many_requests(delay)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _push_sessions(self, request: web.Request) -> web.Response:
         assert self._intake is not None and self._auth is not None
@@ -107,3 +152,11 @@ class HttpApi:
     async def _metrics_handler(self, _: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _limited_route(request: web.Request) -> str | None:
+    """The label of the rate-limited route ``request`` is for, or None when unguarded."""
+    if request.method != "POST":
+        return None
+    resource = request.match_info.route.resource
+    return RATE_LIMITED_ROUTES.get(resource.canonical) if resource is not None else None

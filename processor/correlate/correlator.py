@@ -43,10 +43,16 @@ class Rules:
 
 
 class Payload(NamedTuple):
-    """A serialized ExportTraceServiceRequest and the number of spans in it."""
+    """A serialized ExportTraceServiceRequest, its span count, and where they came from.
+
+    ``tags`` counts the spans per caller-supplied request tag (the current part
+    of a request counts as one unit), so a caller can tell when every span of a
+    request it journaled has been delivered.
+    """
 
     data: bytes
     spans: int
+    tags: Counter[int]
 
 
 @dataclass(slots=True)
@@ -66,6 +72,7 @@ class Outcome:
     unattributed: int = 0  # released or passed with nobody found (no user, no ambiguity)
     no_address: int = 0
     held: int = 0
+    failed: int = 0  # spans whose attribution raised: forwarded as they came
     released_early: int = 0
     released_deadline: int = 0
     forced_out: int = 0
@@ -108,25 +115,37 @@ class Correlator:
 
     # ------------------------------------------------------------------ receive
 
-    def receive(self, request: ExportTraceServiceRequest, raw: bytes, now_ns: int) -> Outcome:
-        """Attribute or hold every span of ``request`` (decoded from ``raw``)."""
+    def receive(
+        self, request: ExportTraceServiceRequest, raw: bytes, now_ns: int, tag: int = 0
+    ) -> Outcome:
+        """Attribute or hold every span of ``request`` (decoded from ``raw``).
+
+        ``tag`` is carried by the spans held from this request into the payloads
+        that release them (see :class:`Payload`).
+        """
         out = Outcome()
         check = self._reader.maybe_present(raw)
         changed = False
         learned: list[bytes] = []
         for rs in request.resource_spans:
-            changed |= self._receive_resource(rs, check, now_ns, out, learned)
+            changed |= self._receive_resource(rs, check, now_ns, out, learned, tag)
         if out.held:
             _drop_empty(request)
         if out.spans > out.held:
             data = request.SerializeToString() if changed or out.held else raw
-            out.current = Payload(data, out.spans - out.held)
+            out.current = Payload(data, out.spans - out.held, Counter({tag: 1}))
         for trace_id in learned:
             self._release_trace(trace_id, out)
         return out
 
     def _receive_resource(
-        self, rs: ResourceSpans, check: bool, now_ns: int, out: Outcome, learned: list[bytes]
+        self,
+        rs: ResourceSpans,
+        check: bool,
+        now_ns: int,
+        out: Outcome,
+        learned: list[bytes],
+        tag: int,
     ) -> bool:
         attrs = rs.resource.attributes
         resource_user = self._reader.read(attrs) if check else None
@@ -137,7 +156,7 @@ class Correlator:
         for ss in rs.scope_spans:
             out.spans += len(ss.spans)
             changed |= self._receive_scope(
-                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo
+                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo, tag
             )
         return changed
 
@@ -152,33 +171,41 @@ class Correlator:
         out: Outcome,
         learned: list[bytes],
         memo: Memo,
+        tag: int,
     ) -> bool:
-        """The span walk; this loop is the service's per-span cost, so it stays flat."""
+        """The span walk; this loop is the service's per-span cost, so it stays flat.
+
+        Fail open: a span whose attribution raises is forwarded as it came and
+        counted; it never fails the request.
+        """
         read, traces, trace_map = self._reader.read, self._traces, self._traces.entries
         hold_ns = self._rules.hold_ns
         origin: Origin | None = None
         held: list[int] = []
         changed = False
         for index, span in enumerate(ss.spans):
-            attrs = span.attributes
-            user = (read(attrs) if check else None) or resource_user
-            a: Attribution | None = None
-            facts: SpanFacts | None = None
-            if user is not None:
-                if span.trace_id and traces.put(span.trace_id, user, now_ns):
-                    learned.append(span.trace_id)
-                a = Attribution(user, "span", EXACT)
-            elif trace_map and (traced := trace_map.get(span.trace_id)) is not None:
-                a = Attribution(traced, "trace", EXACT)
-            elif hold_ns:
-                if origin is None:
-                    origin = _origin(rs, ss)
-                self._hold_span(span, origin, resource_ip, check, now_ns, out)
-                held.append(index)
-                continue
-            else:
-                a, facts = self._resolve_span(span, resource_ip, memo)
-            changed |= self._write(span, a, facts, check, out)
+            try:
+                attrs = span.attributes
+                user = (read(attrs) if check else None) or resource_user
+                a: Attribution | None = None
+                facts: SpanFacts | None = None
+                if user is not None:
+                    if span.trace_id and traces.put(span.trace_id, user, now_ns):
+                        learned.append(span.trace_id)
+                    a = Attribution(user, "span", EXACT)
+                elif trace_map and (traced := trace_map.get(span.trace_id)) is not None:
+                    a = Attribution(traced, "trace", EXACT)
+                elif hold_ns:
+                    if origin is None:
+                        origin = _origin(rs, ss)
+                    self._hold_span(span, origin, resource_ip, check, now_ns, out, tag)
+                    held.append(index)
+                    continue
+                else:
+                    a, facts = self._resolve_span(span, resource_ip, memo)
+                changed |= self._write(span, a, facts, check, out)
+            except Exception:  # one bad span must not fail the request
+                out.failed += 1
         _delete(ss.spans, held)
         return changed
 
@@ -209,6 +236,7 @@ class Correlator:
         check: bool,
         now_ns: int,
         out: Outcome,
+        tag: int,
     ) -> None:
         held = HeldSpan(
             span.SerializeToString(),
@@ -217,6 +245,7 @@ class Correlator:
             self._facts(span, resource_ip),
             _present(span.attributes) if check else None,
             now_ns + self._rules.hold_ns,
+            tag,
         )
         out.held += 1
         forced = self._hold.add(held)
@@ -277,13 +306,19 @@ class Correlator:
     def _emit(self, released: Sequence[HeldSpan], out: Outcome, decide: Decide) -> None:
         """Append the attribution bytes to each released span and build one request."""
         groups: dict[Origin, list[bytes]] = {}
+        tags: Counter[int] = Counter()
         for held in released:
-            a = decide(held)
+            tags[held.tag] += 1
+            try:
+                a = decide(held)
+                extra = self._encoder.encoded(a, held.present) if a is not None else b""
+            except Exception:  # fail open: the span goes out as it came
+                a, extra = None, b""
+                out.failed += 1
             self._count(a, held.facts, out)
-            extra = self._encoder.encoded(a, held.present) if a is not None else b""
             groups.setdefault(held.origin, []).append(held.span + extra)
         if groups:
-            out.released.append(Payload(build_request(groups.items()), len(released)))
+            out.released.append(Payload(build_request(groups.items()), len(released), tags))
 
     # ------------------------------------------------------------------ helpers
 

@@ -15,7 +15,7 @@ from processor.correlate.wire import Origin
 class HeldSpan:
     """One serialized span and what is needed to attribute it later."""
 
-    __slots__ = ("deadline_ns", "done", "facts", "origin", "present", "span", "trace_id")
+    __slots__ = ("deadline_ns", "done", "facts", "origin", "present", "span", "tag", "trace_id")
 
     def __init__(
         self,
@@ -25,6 +25,7 @@ class HeldSpan:
         facts: SpanFacts,
         present: frozenset[str] | None,
         deadline_ns: int,
+        tag: int = 0,
     ) -> None:
         self.span = span
         self.origin = origin
@@ -32,6 +33,7 @@ class HeldSpan:
         self.facts = facts
         self.present = present
         self.deadline_ns = deadline_ns
+        self.tag = tag
         self.done = False
 
 

@@ -9,31 +9,37 @@ very bytes that arrived.
 from __future__ import annotations
 
 import grpc
-import structlog
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from processor.errors import DownstreamError
 from processor.metrics import Metrics
-from processor.pipeline import Pipeline
+from processor.pipeline import Backpressure, Pipeline
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 
-log = structlog.get_logger("processor.receive")
 
+def retry_trailers(retry_after_s: float, message: str) -> tuple[tuple[str, bytes], ...]:
+    """Trailers telling a sender when to retry (OTLP spec: RESOURCE_EXHAUSTED + RetryInfo).
 
-def status_for(exc: DownstreamError) -> grpc.StatusCode:
-    """The status the sender sees when the downstream failed (OTLP failure table).
-
-    Retryable downstream failures become UNAVAILABLE so the sender's exporter
-    retries and nothing is lost; permanent ones are passed on as INVALID_ARGUMENT
-    so the sender does not retry a batch that can never be delivered.
+    ``grpc-status-details-bin`` is the standard carrier (a google.rpc.Status with a
+    RetryInfo detail); the OpenTelemetry Python SDK reads the bare
+    ``google.rpc.retryinfo-bin`` trailer instead, so both are sent.
     """
-    return grpc.StatusCode.UNAVAILABLE if exc.retryable else grpc.StatusCode.INVALID_ARGUMENT
+    delay = Duration()
+    delay.FromNanoseconds(int(retry_after_s * 1e9))
+    info = error_details_pb2.RetryInfo(retry_delay=delay)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
+    status.details.add().Pack(info)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
 
 
 class TraceReceiver:
@@ -51,7 +57,7 @@ class TraceReceiver:
         return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
 
     async def export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """Attribute and forward one Export request; answer once it is delivered or held."""
+        """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
         try:
             request = ExportTraceServiceRequest.FromString(raw)
         except DecodeError as exc:
@@ -61,12 +67,14 @@ class TraceReceiver:
                 f"payload is not an ExportTraceServiceRequest: {exc}",
             )
         try:
-            spans = await self._pipeline.export(request, raw)
-        except DownstreamError as exc:
-            self._outcome("export_failed")
-            self._metrics.export_failures.labels(code=exc.code).inc()
-            log.warning("export_failed", code=exc.code, error=str(exc))
-            await context.abort(status_for(exc), f"downstream export failed: {exc}")
+            spans = await self._pipeline.accept(request, raw)
+        except Backpressure as exc:
+            self._outcome("backpressure")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(exc),
+                trailing_metadata=retry_trailers(exc.retry_after_s, str(exc)),
+            )
         self._outcome("ok" if spans else "empty")
         return _EMPTY_RESPONSE
 

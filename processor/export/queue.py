@@ -1,0 +1,147 @@
+"""The export queue: bounded, drained by concurrent consumers through the retry chain.
+
+Accepting a batch into the queue is what lets the receiver answer its sender.
+When the queue is full the receiver refuses (backpressure) instead of accepting
+and dropping. A batch leaves the queue only when the downstream acknowledged it,
+or refused it permanently (dropped, loudly); a batch whose retries ran out goes
+back to the end of the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from processor.errors import DownstreamError
+from processor.export import SHUTDOWN_CODE, Sender
+
+log = structlog.get_logger("processor.export.queue")
+
+
+@dataclass(slots=True)
+class Batch:
+    """One serialized ExportTraceServiceRequest waiting for the downstream.
+
+    ``tags`` counts, per spool entry, how many of that entry's units this batch
+    carries (see ``processor.pipeline``); empty without a spool.
+    """
+
+    data: bytes
+    spans: int
+    tags: Counter[int] = field(default_factory=Counter)
+
+
+Done = Callable[[Batch], None]
+Dropped = Callable[[Batch, DownstreamError], None]
+
+
+class ExportQueue:
+    """Bounded by requests and bytes; ``consumers`` tasks send through ``sender``."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        size: int,
+        max_bytes: int,
+        consumers: int,
+        on_delivered: Done,
+        on_dropped: Dropped,
+        on_requeued: Done | None = None,
+    ) -> None:
+        self._sender = sender
+        self._size = size
+        self._max_bytes = max_bytes
+        self._consumers = consumers
+        self._on_delivered = on_delivered
+        self._on_dropped = on_dropped
+        self._on_requeued = on_requeued
+        self._waiting: asyncio.Queue[Batch] = asyncio.Queue()
+        self._in_flight: dict[int, Batch] = {}
+        self._bytes = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def __len__(self) -> int:
+        """Batches waiting or being sent."""
+        return self._waiting.qsize() + len(self._in_flight)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the batches waiting or being sent."""
+        return self._bytes
+
+    def has_room(self, size: int) -> bool:
+        """Whether one more batch of ``size`` bytes may be accepted."""
+        return len(self) < self._size and self._bytes + size <= self._max_bytes
+
+    def start(self) -> None:
+        """Start the consumers."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._consume(), name=f"export-{i}") for i in range(self._consumers)
+        ]
+
+    def put(self, batch: Batch) -> None:
+        """Queue ``batch``. Callers check :meth:`has_room` first for new requests; spans
+        the service already answered for (released from holding, replayed) always go in.
+        """
+        self._bytes += len(batch.data)
+        self._idle.clear()
+        self._waiting.put_nowait(batch)
+
+    async def drain(self, timeout_s: float) -> list[Batch]:
+        """Wait until everything was delivered or ``timeout_s`` passed; stop the consumers.
+
+        Returns the batches that were not delivered (waiting, or interrupted in flight).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = list(self._in_flight.values())
+        while not self._waiting.empty():
+            left.append(self._waiting.get_nowait())
+        self._in_flight.clear()
+        return left
+
+    async def _consume(self) -> None:
+        while True:
+            batch = await self._waiting.get()
+            self._in_flight[id(batch)] = batch
+            await self._deliver(batch)
+
+    async def _deliver(self, batch: Batch) -> None:
+        try:
+            await self._sender.send(batch.data)
+        except DownstreamError as exc:
+            if exc.code == SHUTDOWN_CODE or (exc.retryable and self._stopping):
+                return  # stays in flight: drain() reports it as not delivered
+            self._finish(batch)
+            if exc.retryable:
+                log.warning("export_requeued", spans=batch.spans, code=exc.code)
+                if self._on_requeued is not None:
+                    self._on_requeued(batch)
+                self.put(batch)
+            else:
+                self._on_dropped(batch, exc)
+            return
+        self._finish(batch)
+        self._on_delivered(batch)
+
+    def _finish(self, batch: Batch) -> None:
+        self._in_flight.pop(id(batch), None)
+        self._bytes -= len(batch.data)
+        if len(self) == 0:
+            self._idle.set()

@@ -1,0 +1,151 @@
+"""Fault tests on real sockets: a downstream that is down, restarts, refuses, or is slow.
+
+Each reports sent / acknowledged / delivered / lost counts in its assertion message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from conftest import Clock, free_port, service_config, wait_until
+from fault_kit import Ledger, span_numbers
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from structlog.testing import capture_logs
+
+from processor.service import Service
+from processor.sink import TraceSink
+
+
+def figures(sent: int, ledger: Ledger, sink: TraceSink) -> str:
+    """The accounting line every fault test prints on failure."""
+    delivered = set(span_numbers(sink.span_ids()))
+    lost = set(ledger.acked) - delivered
+    return (
+        f"sent={sent} acknowledged={len(ledger.acked)} delivered={len(delivered)} "
+        f"duplicates={len(sink.span_ids()) - len(delivered)} lost={len(lost)}"
+    )
+
+
+def metric(svc: Service, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of the service's registry (0 when absent)."""
+    return svc.metrics.registry.get_sample_value(f"user_enricher_{name}", labels or {}) or 0.0
+
+
+async def test_downstream_down_at_start_then_up(clock: Clock) -> None:
+    """With Jaeger's stand-in down at start, every acknowledged span arrives exactly once."""
+    port = free_port()
+    svc = Service(service_config(f"127.0.0.1:{port}"), clock_ns=clock)
+    await svc.start()
+    sink = TraceSink()
+    ledger = Ledger()
+    try:
+        async with grpc.aio.insecure_channel(svc.addresses.grpc) as channel:
+            for i in range(20):
+                assert await ledger.send(channel, i * 50, 50) == grpc.StatusCode.OK
+        await wait_until(lambda: metric(svc, "export_retries_total", {"code": "UNAVAILABLE"}) >= 3)
+        await sink.start(port)
+        await wait_until(lambda: len(sink.span_ids()) >= 1000)
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    print(f"downstream down at start: {figures(1000, ledger, sink)}")
+    assert sorted(span_numbers(sink.span_ids())) == list(range(1000)), figures(1000, ledger, sink)
+
+
+async def test_downstream_restarted_under_load(clock: Clock) -> None:
+    """A downstream restarted mid-stream loses nothing the service acknowledged."""
+    port = free_port()
+    sink = TraceSink()
+    await sink.start(port)
+    svc = Service(service_config(sink.endpoint), clock_ns=clock)
+    await svc.start()
+    ledger = Ledger()
+    try:
+        async with grpc.aio.insecure_channel(svc.addresses.grpc) as channel:
+            for i in range(40):
+                if i == 15:
+                    await sink.stop(grace_s=0)
+                if i == 25:
+                    await sink.start(port)
+                await ledger.send(channel, i * 25, 25)
+        await wait_until(lambda: set(ledger.acked) <= set(span_numbers(sink.span_ids())))
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    print(f"downstream restarted: {figures(1000, ledger, sink)}")
+    assert len(ledger.acked) == 1000, figures(1000, ledger, sink)
+    assert set(span_numbers(sink.span_ids())) == set(range(1000)), figures(1000, ledger, sink)
+
+
+async def test_permanent_refusal_is_dropped_counted_logged_not_retried(clock: Clock) -> None:
+    """A downstream answering INVALID_ARGUMENT costs one attempt per batch, loudly."""
+    sink = TraceSink(failures=[grpc.StatusCode.INVALID_ARGUMENT] * 3)
+    await sink.start()
+    svc = Service(service_config(sink.endpoint), clock_ns=clock)
+    await svc.start()
+    ledger = Ledger()
+    try:
+        with capture_logs() as logs:
+            async with grpc.aio.insecure_channel(svc.addresses.grpc) as channel:
+                for i in range(3):
+                    await ledger.send(channel, i * 10, 10)
+            await wait_until(
+                lambda: metric(svc, "spans_dropped_total", {"code": "INVALID_ARGUMENT"}) >= 30
+            )
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    dropped = metric(svc, "spans_dropped_total", {"code": "INVALID_ARGUMENT"})
+    print(
+        f"permanent refusal: sent=30 acknowledged=30 dropped={dropped:g} attempts={sink.attempts}"
+    )
+    assert sink.attempts == 3  # no retry storm
+    assert metric(svc, "export_retries_total", {"code": "INVALID_ARGUMENT"}) == 0
+    logged = [e for e in logs if e["event"] == "export_dropped"]
+    assert [e["spans"] for e in logged] == [10, 10, 10]
+    assert all(e["log_level"] == "error" for e in logged)
+
+
+def sdk_export(endpoint: str, batches: int) -> list[SpanExportResult]:
+    """The real OTel SDK exporter sends ``batches`` exports of 10 spans (blocking)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "agentgateway"}))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("agentgateway")
+    for i in range(batches * 10):
+        tracer.start_span("POST /*", attributes={"src.addr": "172.18.0.5:1", "n": i}).end()
+    spans = memory.get_finished_spans()
+    exporter = OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True, timeout=30)
+    results = [exporter.export(spans[i : i + 10]) for i in range(0, len(spans), 10)]
+    exporter.shutdown()
+    return results
+
+
+async def test_queue_full_backpressure_then_everything_delivered(clock: Clock) -> None:
+    """A full queue answers RESOURCE_EXHAUSTED with RetryInfo; the SDK retries and delivers all."""
+    sink = TraceSink()
+    sink.gate = asyncio.Event()  # the downstream hangs until the gate opens
+    await sink.start()
+    config = service_config(sink.endpoint, queue={"size": 2, "consumers": 1})
+    svc = Service(config, clock_ns=clock)
+    await svc.start()
+    try:
+        sending = asyncio.create_task(asyncio.to_thread(sdk_export, svc.addresses.grpc, 5))
+        await wait_until(
+            lambda: metric(svc, "requests_received_total", {"outcome": "backpressure"}) >= 1
+        )
+        sink.gate.set()
+        results = await sending
+        await wait_until(lambda: len(sink.span_ids()) >= 50)
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    backpressured = metric(svc, "requests_received_total", {"outcome": "backpressure"})
+    print(f"queue full: sent=50 delivered={len(sink.span_ids())} refusals={backpressured:g}")
+    assert results == [SpanExportResult.SUCCESS] * 5
+    assert len(sink.span_ids()) == 50
