@@ -33,6 +33,7 @@ from yaml.constructor import ConstructorError
 from processor.errors import ConfigError, Problem
 
 __all__ = [
+    "HASH_KEY_ENV_VAR",
     "RECEIVER_TOKEN_ENV_VAR",
     "TOKEN_ENV_VAR",
     "WEBHOOK_SECRET_ENV_VAR",
@@ -41,6 +42,7 @@ __all__ = [
     "CorrelationConfig",
     "DirectoryConfig",
     "ExporterConfig",
+    "IdentityConfig",
     "LoggingConfig",
     "OpenWebUIWebhookConfig",
     "QueueConfig",
@@ -477,9 +479,9 @@ class RateLimitConfig(_Frozen):
     """Token bucket per client IP on POST /v1/sessions and the webhook route."""
 
     # Sustained requests per second per client; 0 disables the limit.
-    requests_per_second: Annotated[FiniteFloat, Field(ge=0)] = 50.0
+    requests_per_second: Annotated[FiniteFloat, Field(ge=0)] = 200.0
     # Requests a client may send at once before the sustained rate applies.
-    burst: PositiveInt = 100
+    burst: PositiveInt = 400
 
     @property
     def enabled(self) -> bool:
@@ -802,6 +804,50 @@ class WebhooksConfig(_Frozen):
     openwebui: OpenWebUIWebhookConfig = Field(default_factory=OpenWebUIWebhookConfig)
 
 
+HASH_KEY_ENV_VAR = "USER_ENRICHER_HASH_KEY"
+"""Environment variable that overrides ``identity.hash_key`` and ``hash_key_file``."""
+
+_HASH_KEY = _SecretRule(
+    "hash_key",
+    "hash_key_file",
+    HASH_KEY_ENV_VAR,
+    16,
+    f"required when hash_emails is on (set hash_key, hash_key_file or {HASH_KEY_ENV_VAR})",
+)
+
+
+class IdentityConfig(_Frozen):
+    """What identity the service writes onto spans."""
+
+    # Write user.hash (a keyed hash of the email) instead of user.email and
+    # user.name, for teams that must keep personal data out of Jaeger.
+    hash_emails: StrictBool = False
+    hash_key: SecretStr | None = None
+    hash_key_file: ConfigPath | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_key(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the file/environment key sources and the key rules."""
+        identity = handler(data)
+        context = _load_context(info)
+        if context is None:
+            return identity
+        try:
+            key = _resolve_secret(
+                _HASH_KEY,
+                identity.hash_key,
+                identity.hash_key_file,
+                identity.hash_emails,
+                context.env,
+            )
+        except _TokenProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+        return identity.model_copy(update={"hash_key": key})
+
+
 class LoggingConfig(_Frozen):
     """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
 
@@ -819,6 +865,7 @@ class Config(_Frozen):
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

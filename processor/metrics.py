@@ -130,6 +130,12 @@ class Metrics:
             ["event", "outcome"],
             registry=r,
         )
+        self.api_rate_limited = Counter(
+            f"{_NS}_api_rate_limited",
+            "HTTP API requests refused with 429 because their client exceeded api.rate_limit",
+            ["route"],  # sessions | webhook
+            registry=r,
+        )
         self.sessions_expired = Counter(
             f"{_NS}_sessions_expired", "Sessions dropped after their end", registry=r
         )

@@ -35,6 +35,7 @@ from processor.api.webhooks import OpenWebUIWebhook
 from processor.config import Config, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
+from processor.correlate.identity import EmailHasher
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.directory import Directory
@@ -45,6 +46,12 @@ from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
+from processor.security import (
+    grpc_server_credentials,
+    http_ssl_context,
+    rate_limiter,
+    receiver_auth,
+)
 from processor.sessions.memory import MemorySessionStore
 from processor.sessions.traces import TraceIdentities
 
@@ -114,7 +121,9 @@ class Service:
             on_requeued=self.pipeline.requeued,
         )
         self.pipeline.attach(self.queue)
-        self._receiver = TraceReceiver(self.pipeline, self.metrics)
+        self._receiver = TraceReceiver(
+            self.pipeline, self.metrics, auth=receiver_auth(config.receiver.auth)
+        )
         self._intake = self._build_intake()
         self._directory_watcher = (
             DirectoryWatcher(
@@ -223,7 +232,13 @@ class Service:
         server.add_generic_rpc_handlers(handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         host, port = split_endpoint(self.config.receiver.grpc_endpoint)
-        bound = server.add_insecure_port(_join(host, port))
+        address = _join(host, port)
+        tls = self.config.receiver.tls
+        bound = (
+            server.add_secure_port(address, grpc_server_credentials(tls))
+            if tls.enabled
+            else server.add_insecure_port(address)
+        )
         if bound == 0:
             raise OSError(f"cannot listen on {self.config.receiver.grpc_endpoint}")
         await server.start()
@@ -238,11 +253,20 @@ class Service:
             max_body_bytes=self.config.api.max_body_bytes,
             ready=lambda: self._ready,
             webhook=self._webhook(),
+            rate_limiter=rate_limiter(self.config.api.rate_limit),
+            on_limited=self._on_rate_limited,
         )
         runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
         await runner.setup()
         host, port = split_endpoint(self.config.api.endpoint)
-        site = web.TCPSite(runner, host, port, reuse_port=False)
+        tls = self.config.api.tls
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            reuse_port=False,
+            ssl_context=http_ssl_context(tls) if tls.enabled else None,
+        )
         await site.start()
         self._http_runner = runner
         bound: int = runner.addresses[0][1]
@@ -274,6 +298,9 @@ class Service:
     def _publish_directory(self, directory: Directory) -> None:
         self.correlator.directory = directory
 
+    def _on_rate_limited(self, route: str) -> None:
+        self.metrics.api_rate_limited.labels(route=route).inc()
+
     def _on_retry(self, attempt: int, delay_s: float, code: str) -> None:
         self.metrics.export_retries.labels(code=code).inc()
 
@@ -291,6 +318,7 @@ def build_correlator(
         model_keys=c.model_attributes,
         principal_keys=config.directory.principal_attributes,
         hold_ns=int(c.hold * _NS),
+        hasher=_hasher(config),
     )
     resolver = Resolver(
         window_ns=int(c.request_window * _NS), skew_ns=int(c.clock_skew * _NS), policy=c.ambiguous
@@ -303,6 +331,13 @@ def build_correlator(
         traces,
         HoldBuffer(c.max_held_spans),
     )
+
+
+def _hasher(config: Config) -> EmailHasher | None:
+    identity = config.identity
+    if not identity.hash_emails or identity.hash_key is None:
+        return None
+    return EmailHasher(identity.hash_key.get_secret_value().encode())
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

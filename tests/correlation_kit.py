@@ -12,6 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
+from processor.correlate.identity import EmailHasher
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.directory import Directory
@@ -110,12 +111,19 @@ class Kit:
     max_held: int = 1000
     directory: Directory = field(default_factory=Directory.empty)
     extra_identity: dict[str, str] = field(default_factory=dict)
+    hasher: EmailHasher | None = None
 
     def __post_init__(self) -> None:
         self.store = MemorySessionStore(10_000)
         self.traces = TraceIdentities(600 * S, 10_000)
         self.correlator = Correlator(
-            Rules(DEFAULT_ADDRESS_KEYS, ("gen_ai.request.model",), ("jwt.sub",), self.hold_ms * MS),
+            Rules(
+                DEFAULT_ADDRESS_KEYS,
+                ("gen_ai.request.model",),
+                ("jwt.sub",),
+                self.hold_ms * MS,
+                self.hasher,
+            ),
             Resolver(window_ns=5 * S, skew_ns=500 * MS, policy=self.policy),
             IdentityReader(self.extra_identity),
             self.store,

@@ -20,7 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from processor.correlate.address import AddressNormalizer
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldSpan, HoldBuffer
-from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder
+from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder, EmailHasher
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.wire import Origin, build_request
@@ -40,6 +40,7 @@ class Rules:
     model_keys: tuple[str, ...]
     principal_keys: tuple[str, ...]
     hold_ns: int
+    hasher: EmailHasher | None = None  # identity.hash_emails
 
 
 class Payload(NamedTuple):
@@ -106,7 +107,7 @@ class Correlator:
         self._find_model = AttributeFinder(rules.model_keys).find if rules.model_keys else None
         self._principal_keys = frozenset(rules.principal_keys)
         self._normalize = AddressNormalizer()
-        self._encoder = AttributionEncoder()
+        self._encoder = AttributionEncoder(rules.hasher)
 
     @property
     def held(self) -> int:

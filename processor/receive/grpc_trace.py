@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure, Pipeline
+from processor.security import ReceiverAuth
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
@@ -45,9 +46,12 @@ def retry_trailers(retry_after_s: float, message: str) -> tuple[tuple[str, bytes
 class TraceReceiver:
     """Handles TraceService/Export calls."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
+    def __init__(
+        self, pipeline: Pipeline, metrics: Metrics, *, auth: ReceiverAuth | None = None
+    ) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
+        self._auth = auth
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to register on a ``grpc.aio`` server."""
@@ -58,6 +62,9 @@ class TraceReceiver:
 
     async def export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
+        if self._auth is not None and not self._auth.allows(context.invocation_metadata()):
+            self._outcome("unauthenticated")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
             request = ExportTraceServiceRequest.FromString(raw)
         except DecodeError as exc:
