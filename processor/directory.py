@@ -128,7 +128,7 @@ def _add_addresses(
 ) -> None:
     for j, text in enumerate(entry.addresses):
         try:
-            net = ipaddress.ip_network(text, strict=False)
+            net = _unmapped(ipaddress.ip_network(text, strict=False))
         except ValueError:
             problems.append(Problem(f"{path}.addresses.{j}", "not an IP address or CIDR"))
             continue
@@ -138,6 +138,18 @@ def _add_addresses(
                 problems.append(Problem(f"{path}.addresses.{j}", f"{ip} belongs to two users"))
         else:
             networks.append((net, user))
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(net: _Network) -> _Network:
+    """IPv4-mapped IPv6 networks as IPv4, since span addresses are normalised that way."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        mapped = net.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
 
 
 def load_directory(path: str | Path) -> Directory:

@@ -383,3 +383,10 @@ def test_users_without_email_use_id() -> None:
     kit.add(event(User(email="x@example.com"), T0 - 100 * MS))
     (span,) = sent(kit.receive(request_of(gateway_span())))
     assert attrs(span)["enduser.id"] == "x@example.com"
+
+
+def test_every_written_key_contains_user() -> None:
+    """The request-level pre-check for present keys relies on every written key holding "user"."""
+    from processor.correlate.identity import WRITTEN_KEYS
+
+    assert all("user" in key for key in WRITTEN_KEYS)

@@ -63,7 +63,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
     """The webhook JSON object; InvalidInput when it is not one."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also integers too long to convert
         raise InvalidInput([Problem("", f"body is not valid JSON: {exc}")]) from exc
     if not isinstance(data, dict):
         raise InvalidInput([Problem("", "body must be a JSON object")])
@@ -86,8 +86,7 @@ def interpret(data: dict[str, Any], *, source_ip: str, now_ns: int, session_ttl_
     user = _actor(data.get("actor"))
     if user is None:
         return Ignore("no_actor")
-    created = data.get("created_at")
-    if isinstance(created, int | float) and abs(now_ns / _NS - created) > STALE_AFTER_S:
+    if _stale(data.get("created_at"), now_ns):
         return Ignore("stale")
     if name == "auth.login":
         end = now_ns + int(session_ttl_s * _NS)
@@ -99,6 +98,16 @@ def interpret(data: dict[str, Any], *, source_ip: str, now_ns: int, session_ttl_
         payload = {}
     model = _text(payload.get("model")) or _text(payload.get("model_id"))
     return Store(Session(source_ip, user, now_ns, now_ns, model=model, kind="request"))
+
+
+def _stale(created: Any, now_ns: int) -> bool:
+    """True when created_at (whole seconds) is too far from the receipt time."""
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        return False
+    try:
+        return abs(now_ns / _NS - created) > STALE_AFTER_S
+    except OverflowError:  # an integer beyond any float: far from now
+        return True
 
 
 def _actor(actor: Any) -> User | None:

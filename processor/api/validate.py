@@ -27,10 +27,10 @@ def parse_json_body(body: bytes) -> pb.PushSessionsRequest | pb.Session:
     """Parse one Session, or ``{"sessions": [...]}``, from an HTTP JSON body."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput([Problem("", f"body is not valid JSON: {exc}")]) from exc
     except RecursionError as exc:  # nesting deeper than the interpreter's limit
         raise InvalidInput([Problem("", "body is nested too deeply")]) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long
+        raise InvalidInput([Problem("", f"body is not valid JSON: {exc}")]) from exc
     if not isinstance(data, dict):
         raise InvalidInput([Problem("", "body must be a JSON object")])
     batch = "sessions" in data
@@ -110,6 +110,8 @@ def _source_ip(text: str, problems: list[Problem]) -> str | None:
         problems.append(Problem("source_ip", "required"))
         return None
     try:
+        if text != "".join(text.split()):
+            raise ValueError("whitespace")
         ip = ipaddress.ip_address(text)
     except ValueError:
         problems.append(Problem("source_ip", "not an IP address (no port, no brackets)"))

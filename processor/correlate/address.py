@@ -34,6 +34,8 @@ def normalize_ip(raw: str) -> str | None:
         text = text[1:end]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
+    if text != "".join(text.split()):  # whitespace inside, e.g. in a scope id
+        return None
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

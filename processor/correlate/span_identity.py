@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
@@ -63,20 +62,19 @@ class IdentityReader:
             (k, v) for k, v in (extra or {}).items() if k not in dict(BUILTIN_IDENTITY_KEYS)
         ]
         self._rank = {key: (i, field) for i, (key, field) in enumerate(pairs)}
-        encoded = [b"\n" + bytes([len(k)]) + k.encode() for k, _ in pairs if len(k) < 128]
-        self._marker = re.compile(b"|".join(re.escape(e) for e in encoded))
-        # memchr-speed pre-test when every key shares the substring "user".
-        self._coarse = b"user" if all("user" in k for k, _ in pairs) else b""
+        # Every built-in key, and every key the service writes, contains "user";
+        # configured keys that do not are searched for as they are.
+        others = sorted({k.encode() for k, _ in pairs if "user" not in k})
+        self._needles = (b"user", *others)
 
     def maybe_present(self, raw: bytes) -> bool:
-        """False only when no identity key can occur anywhere in the request bytes.
+        """False only when no identity key, and no key the service writes, can be in ``raw``.
 
-        A KeyValue.key is encoded as tag 0x0a, a one-byte length (keys under 128
-        bytes) and the key; absent those bytes, no span can carry the key.
+        A key's bytes appear verbatim in the encoded request whatever the
+        encoder did with tags and lengths, so their absence proves that no
+        span or resource carries the key and the per-span scan can be skipped.
         """
-        if self._coarse and self._coarse not in raw:
-            return False
-        return self._marker.search(raw) is not None
+        return any(needle in raw for needle in self._needles)
 
     def read(self, attributes: Sequence[KeyValue]) -> User | None:
         """The identity in ``attributes``, or None when it names neither id nor email."""
