@@ -35,6 +35,8 @@ from processor.errors import ConfigError, Problem
 __all__ = [
     "HASH_KEY_ENV_VAR",
     "RECEIVER_TOKEN_ENV_VAR",
+    "REDIS_PASSWORD_ENV_VAR",
+    "REDIS_URL_ENV_VAR",
     "TOKEN_ENV_VAR",
     "WEBHOOK_SECRET_ENV_VAR",
     "ApiConfig",
@@ -253,6 +255,20 @@ def _listen_endpoint(value: str) -> str:
     return _endpoint(value, allow_port_zero=True)
 
 
+def _optional_listen_endpoint(value: str) -> str:
+    """Endpoint we listen on, or empty for "do not listen"."""
+    return _listen_endpoint(value) if value else value
+
+
+def _http_path(value: str) -> str:
+    """An absolute URL path such as ``/v1/traces`` (no scheme, host, query or spaces)."""
+    if not value.startswith("/"):
+        raise ValueError("must start with '/', e.g. /v1/traces")
+    if not all("!" <= char <= "~" for char in value) or "?" in value or "#" in value:
+        raise ValueError("must be a plain URL path: printable ASCII, no spaces, '?' or '#'")
+    return value
+
+
 def _remote_endpoint(value: str) -> str:
     """Endpoint we connect to (needs a real port)."""
     return _endpoint(value, allow_port_zero=False)
@@ -337,6 +353,10 @@ NonNegativeDuration = Annotated[Duration, Field(ge=0)]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 ListenEndpoint = Annotated[str, Field(strict=True), AfterValidator(_listen_endpoint)]
+OptionalListenEndpoint = Annotated[
+    str, Field(strict=True), AfterValidator(_optional_listen_endpoint)
+]
+HttpPath = Annotated[str, Field(strict=True), AfterValidator(_http_path)]
 RemoteEndpoint = Annotated[str, Field(strict=True), AfterValidator(_remote_endpoint)]
 ConfigPath = Annotated[str, Field(strict=True), AfterValidator(_resolve_path)]
 HeaderName = Annotated[str, AfterValidator(_metadata_key)]
@@ -490,13 +510,39 @@ class RateLimitConfig(_Frozen):
 
 
 class ReceiverConfig(_Frozen):
-    """The OTLP/gRPC receiver that AgentGateway exports spans to."""
+    """The OTLP receivers AgentGateway exports spans to: gRPC and, unless disabled, HTTP.
+
+    Both share ``max_message_bytes``, ``tls`` and ``auth``.
+    """
 
     grpc_endpoint: ListenEndpoint = "127.0.0.1:4317"
+    # OTLP/HTTP (POST /v1/traces, protobuf or JSON); empty disables it.
+    http_endpoint: OptionalListenEndpoint = "127.0.0.1:4318"
     max_message_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, GiB)] = 64 * MiB
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # Validated even when absent, so the environment variable alone enables it.
     auth: ReceiverAuthConfig = Field(default_factory=ReceiverAuthConfig, validate_default=True)
+
+    @property
+    def http_enabled(self) -> bool:
+        """True when the OTLP/HTTP receiver listens."""
+        return bool(self.http_endpoint)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Self:
+        """The two receivers cannot share one fixed port."""
+        if self.http_endpoint and _same_fixed_address(self.http_endpoint, self.grpc_endpoint):
+            raise _field_problems(
+                type(self).__name__, [("http_endpoint", "must differ from grpc_endpoint")]
+            )
+        return self
+
+
+def _same_fixed_address(a: str, b: str) -> bool:
+    """True when two listen endpoints name the same host and the same non-zero port."""
+    host_a, port_a = split_endpoint(a)
+    host_b, port_b = split_endpoint(b)
+    return port_a != 0 and (host_a, port_a) == (host_b, port_b)
 
 
 class RetryConfig(_Frozen):
@@ -542,9 +588,12 @@ class QueueConfig(_Frozen):
 
 
 class ExporterConfig(_Frozen):
-    """The downstream OTLP/gRPC collector that enriched spans are sent to."""
+    """The downstream OTLP collector that enriched spans are sent to (gRPC or HTTP)."""
 
     endpoint: RemoteEndpoint
+    # grpc: TraceService/Export; http: POST http(s)://endpoint + http_path (protobuf).
+    protocol: Literal["grpc", "http"] = "grpc"
+    http_path: HttpPath = "/v1/traces"
     insecure: StrictBool = False
     ca_file: Annotated[ConfigPath, AfterValidator(_existing_file)] | None = None
     headers: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_unique_header_names)] = (
@@ -702,12 +751,75 @@ def _read_failure(path: str | os.PathLike[str], exc: OSError | UnicodeDecodeErro
     return f"cannot read {path}: {exc.strerror or exc}"
 
 
+REDIS_URL_ENV_VAR = "USER_ENRICHER_REDIS_URL"
+"""Environment variable that overrides ``sessions.store``."""
+REDIS_PASSWORD_ENV_VAR = "USER_ENRICHER_REDIS_PASSWORD"
+"""Environment variable that overrides ``sessions.redis_password`` and its file."""
+
+_REDIS_PASSWORD = _SecretRule(
+    "redis_password", "redis_password_file", REDIS_PASSWORD_ENV_VAR, 1, "required"
+)
+
+
+def _store_url(value: str) -> str:
+    """``memory`` or a redis://, rediss:// or unix:// URL."""
+    if value == "memory" or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise ValueError("expected memory, or a redis://, rediss:// or unix:// URL")
+
+
 class SessionsConfig(_Frozen):
-    """The in-memory address -> user session table."""
+    """The session table: in memory, or shared by every replica through Redis.
+
+    With Redis, each replica keeps the whole table in memory (lookups never leave
+    the process) and Redis carries changes between replicas (pub/sub) and the
+    current state to replicas that start or reconnect (keys that expire by
+    themselves).
+    """
 
     ttl: PositiveDuration = 1800.0
     max_sessions: PositiveInt = 1_000_000
     sweep_interval: PositiveDuration = 30.0
+    store: Annotated[str, Field(strict=True), AfterValidator(_store_url)] = "memory"
+    redis_password: SecretStr | None = None
+    redis_password_file: ConfigPath | None = None
+    # CA bundle to verify a rediss:// server (system roots when unset).
+    redis_ca_file: Annotated[ConfigPath, AfterValidator(_existing_file)] | None = None
+    # Prefix of every key and channel, so several deployments can share a Redis.
+    redis_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")] = (
+        "user-enricher:"
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_redis(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the environment overrides for the store URL and the password."""
+        sessions = handler(data)
+        context = _load_context(info)
+        if context is None:
+            return sessions
+        update: dict[str, Any] = {}
+        url = context.env.get(REDIS_URL_ENV_VAR, "").strip()
+        if url:
+            try:
+                update["store"] = _store_url(url)
+            except ValueError as exc:
+                raise _field_problems(
+                    cls.__name__, [("store", f"{REDIS_URL_ENV_VAR}: {exc}")]
+                ) from None
+        try:
+            update["redis_password"] = _resolve_secret(
+                _REDIS_PASSWORD,
+                sessions.redis_password,
+                sessions.redis_password_file,
+                False,
+                context.env,
+            )
+        except _TokenProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+        return sessions.model_copy(update=update)
 
 
 class CorrelationConfig(_Frozen):

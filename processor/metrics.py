@@ -136,6 +136,11 @@ class Metrics:
             ["route"],  # sessions | webhook
             registry=r,
         )
+        self.store_connected = Gauge(
+            f"{_NS}_session_store_connected",
+            "1 while the shared session store (Redis) is connected and in sync",
+            registry=r,
+        )
         self.sessions_expired = Counter(
             f"{_NS}_sessions_expired", "Sessions dropped after their end", registry=r
         )

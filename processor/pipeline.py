@@ -20,7 +20,7 @@ from processor.errors import DownstreamError, EnricherError
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
 from processor.metrics import Metrics
-from processor.model import Session
+from processor.model import Session, User
 
 log = structlog.get_logger("processor.pipeline")
 
@@ -45,6 +45,7 @@ class Pipeline:
         policy: str,
         retry_after_s: float,
         spool: Spool | None = None,
+        on_learned: Callable[[bytes, User], None] | None = None,
     ) -> None:
         self.correlator = correlator
         self._metrics = metrics
@@ -52,6 +53,7 @@ class Pipeline:
         self._policy = policy
         self._retry_after_s = retry_after_s
         self._spool = spool
+        self._on_learned = on_learned
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -86,6 +88,10 @@ class Pipeline:
     def session_stored(self, session: Session) -> None:
         """Called for each stored session: release the held spans it explains."""
         self._dispatch(self.correlator.on_session(session, self._clock_ns()))
+
+    def trace_learned(self, trace_id: bytes, user: User) -> None:
+        """A trace identity learned on another replica: release its held spans here."""
+        self._dispatch(self.correlator.learn_trace(trace_id, user, self._clock_ns()))
 
     def tick(self) -> None:
         """Release the spans whose hold ran out (called periodically)."""
@@ -158,6 +164,9 @@ class Pipeline:
 
     def _dispatch(self, outcome: Outcome) -> None:
         self._record(outcome)
+        if self._on_learned is not None:
+            for trace_id, user in outcome.learned:
+                self._on_learned(trace_id, user)
         if outcome.current is not None:
             self._enqueue(outcome.current)
         for payload in outcome.released:

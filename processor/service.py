@@ -21,11 +21,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from redis import asyncio as aioredis
 
 from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
 from processor.api.grpc_sessions import SessionServicer
@@ -44,6 +46,7 @@ from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, 
 from processor.export.queue import ExportQueue
 from processor.export.spool import Spool
 from processor.metrics import Metrics
+from processor.model import Session, User
 from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
 from processor.security import (
@@ -53,6 +56,7 @@ from processor.security import (
     receiver_auth,
 )
 from processor.sessions.memory import MemorySessionStore
+from processor.sessions.shared import RedisShare, safe_url
 from processor.sessions.traces import TraceIdentities
 
 log = structlog.get_logger("processor.service")
@@ -101,6 +105,7 @@ class Service:
             int(config.correlation.trace_ttl * _NS), config.correlation.max_traces
         )
         self.correlator = build_correlator(config, self.store, self.traces)
+        self.share = self._build_share()
         queue = config.exporter.queue
         self.spool = Spool(queue.directory, queue.max_spool_bytes) if queue.directory else None
         self.pipeline = Pipeline(
@@ -110,6 +115,7 @@ class Service:
             policy=config.correlation.ambiguous,
             retry_after_s=queue.retry_after,
             spool=self.spool,
+            on_learned=self.share.trace if self.share is not None else None,
         )
         self.queue = ExportQueue(
             self._sender,
@@ -145,12 +151,19 @@ class Service:
         """True between a completed start() and the beginning of shutdown()."""
         return self._ready
 
+    @property
+    def identity_ready(self) -> bool:
+        """Ready, and the shared session store (if any) connected and in sync."""
+        return self._ready and (self.share is None or self.share.connected)
+
     async def start(self) -> None:
         """Load the directory, open the exporter, bind the listeners, start the timers."""
         if self._directory_watcher is not None:
             self._directory_watcher.load()
         await self._grpc_sender.start()
         self.queue.start()
+        if self.share is not None:
+            self.share.start()
         replayed = self.pipeline.replay()
         intake, auth = self._session_intake()
         grpc_address = await self._start_grpc(intake, auth)
@@ -193,6 +206,8 @@ class Service:
         await _cancel(self._sweeper)
         if self._directory_watcher is not None:
             await self._directory_watcher.shutdown()
+        if self.share is not None:
+            await self.share.shutdown()
         log.info("service_stopped", held_spans_flushed=held, spans_spooled=spooled, spans_lost=lost)
 
     def _session_intake(self) -> tuple[SessionIntake | None, TokenAuth | None]:
@@ -215,7 +230,60 @@ class Service:
             self.metrics,
             default_ttl_s=self.config.sessions.ttl,
             clock_ns=self._clock_ns,
-            on_stored=self.pipeline.session_stored,
+            on_stored=self._stored,
+            on_closed=self.share.close if self.share is not None else None,
+        )
+
+    def _stored(self, session: Session) -> None:
+        """A session stored here: release what it explains, and share it."""
+        self.pipeline.session_stored(session)
+        if self.share is not None:
+            self.share.session(session)
+
+    def _build_share(self) -> RedisShare | None:
+        s = self.config.sessions
+        if s.store == "memory":
+            return None
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+            "health_check_interval": 10,
+        }
+        if s.redis_password is not None:
+            options["password"] = s.redis_password.get_secret_value()
+        if s.store.startswith("rediss://") and s.redis_ca_file:
+            options["ssl_ca_certs"] = s.redis_ca_file
+        client = aioredis.Redis.from_url(s.store, **options)
+        return RedisShare(
+            client,
+            prefix=s.redis_prefix,
+            clock_ns=self._clock_ns,
+            grace_ns=int(EXPIRY_GRACE_S * _NS),
+            trace_ttl_ns=int(self.config.correlation.trace_ttl * _NS),
+            on_session=self._remote_session,
+            on_close=self.store.close,
+            on_trace=self._remote_trace,
+            on_state=self._store_state,
+        )
+
+    def _remote_session(self, session: Session) -> None:
+        self.store.add(session)
+        self.pipeline.session_stored(session)
+        self.metrics.sessions_active.set(len(self.store))
+
+    def _remote_trace(self, trace_id: bytes, user: User) -> None:
+        self.pipeline.trace_learned(trace_id, user)
+
+    def _store_state(self, connected: bool) -> None:
+        self.metrics.store_connected.set(1 if connected else 0)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if connected
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        asyncio.get_running_loop().create_task(self._health.set(SESSION_SERVICE, status))
+        log.info(
+            "session_store_state", connected=connected, store=safe_url(self.config.sessions.store)
         )
 
     async def _start_grpc(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
@@ -252,6 +320,7 @@ class Service:
             metrics=self.metrics,
             max_body_bytes=self.config.api.max_body_bytes,
             ready=lambda: self._ready,
+            identity_ready=lambda: self.identity_ready,
             webhook=self._webhook(),
             rate_limiter=rate_limiter(self.config.api.rate_limit),
             on_limited=self._on_rate_limited,

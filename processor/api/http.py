@@ -64,6 +64,7 @@ class HttpApi:
         metrics: Metrics,
         max_body_bytes: int,
         ready: Callable[[], bool],
+        identity_ready: Callable[[], bool] | None = None,
         webhook: OpenWebUIWebhook | None = None,
         rate_limiter: RateLimiter | None = None,
         on_limited: Callable[[str], None] | None = None,
@@ -72,6 +73,7 @@ class HttpApi:
         self._auth = auth
         self._metrics = metrics
         self._ready = ready
+        self._identity_ready = identity_ready or ready
         self._max_body = max_body_bytes
         self._limiter = rate_limiter
         self._on_limited = on_limited
@@ -81,6 +83,7 @@ class HttpApi:
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/readyz/identity", self._readyz_identity)
         self.app.router.add_get("/metrics", self._metrics_handler)
         if intake is not None:
             self.app.router.add_post("/v1/sessions", self._push_sessions)
@@ -148,6 +151,16 @@ class HttpApi:
         if self._ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
+
+    async def _readyz_identity(self, _: web.Request) -> web.Response:
+        """Whether identity is current: 503 while the shared session store is unreachable.
+
+        Spans keep flowing meanwhile (``/readyz`` stays 200), attributed from the
+        replica's own copy of the sessions.
+        """
+        if self._identity_ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "session store unreachable"}, status=503)
 
     async def _metrics_handler(self, _: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

@@ -46,12 +46,14 @@ class SessionIntake:
         default_ttl_s: float,
         clock_ns: Callable[[], int],
         on_stored: Callable[[Session], None] | None = None,
+        on_closed: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._ttl = default_ttl_s
         self._clock_ns = clock_ns
         self._on_stored = on_stored
+        self._on_closed = on_closed
 
     @property
     def default_ttl_s(self) -> float:
@@ -80,4 +82,7 @@ class SessionIntake:
 
     def close(self, ip: str, user_key: str, at_ns: int) -> int:
         """End a user's open sessions on ``ip`` (sign-out)."""
-        return self._store.close(ip, user_key, at_ns)
+        closed = self._store.close(ip, user_key, at_ns)
+        if self._on_closed is not None:
+            self._on_closed(ip, user_key, at_ns)
+        return closed

@@ -77,6 +77,8 @@ class Outcome:
     released_early: int = 0
     released_deadline: int = 0
     forced_out: int = 0
+    # Trace identities learned from this request's spans (to share with replicas).
+    learned: list[tuple[bytes, User]] = field(default_factory=list)
 
 
 Decide = Callable[[HeldSpan], Attribution | None]
@@ -137,6 +139,9 @@ class Correlator:
             out.current = Payload(data, out.spans - out.held, Counter({tag: 1}))
         for trace_id in learned:
             self._release_trace(trace_id, out)
+            user = self._traces.get(trace_id)
+            if user is not None:
+                out.learned.append((trace_id, user))
         return out
 
     def _receive_resource(
@@ -276,6 +281,13 @@ class Correlator:
             by_span = {id(h): a for h, a in ready}
             out.released_early += len(released)
             self._emit(released, out, lambda h: by_span[id(h)])
+        return out
+
+    def learn_trace(self, trace_id: bytes, user: User, now_ns: int) -> Outcome:
+        """A trace's identity learned elsewhere (another replica): release its held spans."""
+        out = Outcome()
+        if self._traces.put(trace_id, user, now_ns):
+            self._release_trace(trace_id, out)
         return out
 
     def tick(self, now_ns: int) -> Outcome:
