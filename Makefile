@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench-enrich bench-attribution clean
+.PHONY: demo test lint typecheck unit proto bench-enrich bench-attribution bench-redis clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench-enrich: $(STAMP)
 	$(BIN)/python -m benchmarks.enrich
 
 # Attribution precision/recall on a simulated day (prints the table; not a test).
+bench-redis: $(STAMP)
+	$(BIN)/python -m benchmarks.redis_share
+	$(BIN)/python -m benchmarks.redis_share --events 500 --spacing-ms 2
+
 bench-attribution: $(STAMP)
 	$(BIN)/python -m benchmarks.attribution
 

@@ -28,3 +28,16 @@ def test_enrich_benchmark_runs() -> None:
     result = run_module("benchmarks.enrich", "--seconds", "0.2")
     assert result.returncode == 0, result.stderr
     assert "pass-through" in result.stdout
+
+
+def test_redis_share_benchmark_runs() -> None:
+    """The Redis sharing benchmark prints its figures (needs redis-server)."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    result = run_module("benchmarks.redis_share", "--events", "50")
+    assert result.returncode == 0, result.stderr
+    assert "propagation" in result.stdout and "round trip" in result.stdout
