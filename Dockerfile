@@ -18,6 +18,6 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin enri
     && mkdir -p /var/lib/user-enricher/spool \
     && chown -R 10001:10001 /var/lib/user-enricher
 USER 10001:10001
-EXPOSE 4317 8089
+EXPOSE 4317 4318 8089
 ENTRYPOINT ["user-enricher"]
 CMD ["serve", "--config", "/etc/user-enricher/config.yaml"]

@@ -186,7 +186,7 @@ def demo_config(sink_endpoint: str, token: str, directory_file: str) -> Config:
     """A service config on ephemeral loopback ports, exporting to ``sink_endpoint``."""
     return parse_config(
         {
-            "receiver": {"grpc_endpoint": "127.0.0.1:0"},
+            "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
             "exporter": {"endpoint": sink_endpoint, "insecure": True},
             "api": {"endpoint": "127.0.0.1:0", "token": token},
             "sessions": {"ttl": "30m"},

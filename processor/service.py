@@ -43,12 +43,14 @@ from processor.correlate.span_identity import IdentityReader
 from processor.directory import Directory
 from processor.directory_watch import DirectoryWatcher
 from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
+from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender
 from processor.export.queue import ExportQueue
 from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.model import Session, User
 from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
+from processor.receive.http_trace import HttpTraceReceiver, build_runner
 from processor.security import (
     grpc_server_credentials,
     http_ssl_context,
@@ -76,6 +78,7 @@ class BoundAddresses:
 
     grpc: str
     http: str | None
+    otlp_http: str | None = None
 
 
 class Service:
@@ -92,12 +95,9 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock_ns = clock_ns
         self.store = MemorySessionStore(config.sessions.max_sessions)
-        self._grpc_sender = OtlpGrpcSender(
-            GrpcExporterSettings.from_config(config.exporter),
-            on_partial_success=self._on_partial_success,
-        )
+        self._push = self._build_push()
         self._sender = RetrySender(
-            self._grpc_sender,
+            self._push,
             RetryPolicy.from_config(config.exporter.retry),
             on_retry=self._on_retry,
         )
@@ -130,6 +130,13 @@ class Service:
         self._receiver = TraceReceiver(
             self.pipeline, self.metrics, auth=receiver_auth(config.receiver.auth)
         )
+        self._otlp_http = HttpTraceReceiver(
+            self.pipeline,
+            self.metrics,
+            max_message_bytes=config.receiver.max_message_bytes,
+            auth=receiver_auth(config.receiver.auth),
+        )
+        self._otlp_http_runner: web.AppRunner | None = None
         self._intake = self._build_intake()
         self._directory_watcher = (
             DirectoryWatcher(
@@ -160,15 +167,18 @@ class Service:
         """Load the directory, open the exporter, bind the listeners, start the timers."""
         if self._directory_watcher is not None:
             self._directory_watcher.load()
-        await self._grpc_sender.start()
+        await self._push.start()
         self.queue.start()
         if self.share is not None:
             self.share.start()
         replayed = self.pipeline.replay()
         intake, auth = self._session_intake()
         grpc_address = await self._start_grpc(intake, auth)
+        otlp_http_address = await self._start_otlp_http()
         http_address = await self._start_http(intake, auth)
-        self.addresses = BoundAddresses(grpc=grpc_address, http=http_address)
+        self.addresses = BoundAddresses(
+            grpc=grpc_address, http=http_address, otlp_http=otlp_http_address
+        )
         self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
         if self.config.correlation.hold:
             self._ticker = asyncio.create_task(self._tick(), name="hold-ticker")
@@ -180,8 +190,10 @@ class Service:
         log.info(
             "service_started",
             grpc=grpc_address,
+            otlp_http=otlp_http_address,
             http=http_address,
             exporter=self.config.exporter.endpoint,
+            exporter_protocol=self.config.exporter.protocol,
             spool=self.config.exporter.queue.directory,
             replayed_requests=replayed,
         )
@@ -196,13 +208,15 @@ class Service:
         await self._health.enter_graceful_shutdown()
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace_s)
+        if self._otlp_http_runner is not None:
+            await self._otlp_http_runner.cleanup()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await _cancel(self._ticker)
         held = self.correlator.held
         spooled, lost = await self.pipeline.drain(self.config.exporter.queue.drain_timeout)
         await self._sender.shutdown()
-        await self._grpc_sender.shutdown()
+        await self._push.shutdown()
         await _cancel(self._sweeper)
         if self._directory_watcher is not None:
             await self._directory_watcher.shutdown()
@@ -311,6 +325,44 @@ class Service:
             raise OSError(f"cannot listen on {self.config.receiver.grpc_endpoint}")
         await server.start()
         self._grpc_server = server
+        return _join(host, bound)
+
+    def _build_push(self) -> OtlpGrpcSender | OtlpHttpSender:
+        """The last link of the export chain: OTLP over gRPC or over HTTP."""
+        exporter = self.config.exporter
+        if exporter.protocol == "http":
+            return OtlpHttpSender(
+                HttpExporterSettings.from_config(exporter),
+                on_partial_success=self._on_partial_success,
+            )
+        return OtlpGrpcSender(
+            GrpcExporterSettings.from_config(exporter),
+            on_partial_success=self._on_partial_success,
+        )
+
+    async def _start_otlp_http(self) -> str | None:
+        """The OTLP/HTTP receiver (POST /v1/traces), unless receiver.http_endpoint is empty."""
+        endpoint = self.config.receiver.http_endpoint
+        if not endpoint:
+            return None
+        runner = build_runner(self._otlp_http)
+        await runner.setup()
+        host, port = split_endpoint(endpoint)
+        tls = self.config.receiver.tls
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            reuse_port=False,
+            ssl_context=http_ssl_context(tls) if tls.enabled else None,
+        )
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._otlp_http_runner = runner
+        bound: int = runner.addresses[0][1]
         return _join(host, bound)
 
     async def _start_http(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:

@@ -34,7 +34,7 @@ def service_config(
     """Config on ephemeral loopback ports; ``overrides`` replace top-level sections,
     ``queue`` updates exporter.queue."""
     data: dict[str, Any] = {
-        "receiver": {"grpc_endpoint": "127.0.0.1:0"},
+        "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
         "exporter": {
             "endpoint": sink_endpoint,
             "insecure": True,

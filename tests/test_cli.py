@@ -55,7 +55,7 @@ def test_serve_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
     """``serve`` logs where it listens, and exits 0 after a clean shutdown on SIGTERM."""
     config = tmp_path / "config.yaml"
     config.write_text(
-        "receiver: {grpc_endpoint: '127.0.0.1:0'}\n"
+        "receiver: {grpc_endpoint: '127.0.0.1:0', http_endpoint: '127.0.0.1:0'}\n"
         "exporter: {endpoint: '127.0.0.1:9', insecure: true}\n"
         "api: {endpoint: '127.0.0.1:0', token: 'serve-test-token'}\n"
         "logging: {format: json}\n"

@@ -24,7 +24,7 @@ def write_config(tmp_path: Path, exporter_port: int, spool: Path | None) -> Path
     if spool is not None:
         queue["directory"] = str(spool)
     config = {
-        "receiver": {"grpc_endpoint": "127.0.0.1:0"},
+        "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
         "exporter": {
             "endpoint": f"127.0.0.1:{exporter_port}",
             "insecure": True,

@@ -34,7 +34,11 @@ async def test_receiver_token_required_when_configured(sink: TraceSink, clock: C
     """With receiver.auth set, a sender without the token is refused; with it, delivered."""
     config = service_config(
         sink.endpoint,
-        receiver={"grpc_endpoint": "127.0.0.1:0", "auth": {"token": RECEIVER_TOKEN}},
+        receiver={
+            "grpc_endpoint": "127.0.0.1:0",
+            "http_endpoint": "127.0.0.1:0",
+            "auth": {"token": RECEIVER_TOKEN},
+        },
     )
     svc = Service(config, clock_ns=clock)
     await svc.start()

@@ -1,0 +1,299 @@
+"""Send link of the export chain: OTLP/HTTP ``POST /v1/traces`` (binary protobuf) over aiohttp.
+
+Failures are classified per the OTLP spec ("OTLP/HTTP", "Failures"): 429, 502,
+503 and 504 are retryable and their ``Retry-After`` (seconds or an HTTP date) is
+the minimum delay; every other status (400, 401, 403, 404, 413, 415, 500, ...)
+is permanent. A connection that fails or times out is retryable. Codes are
+``HTTP_<status>``, ``UNAVAILABLE`` (no answer) and ``DEADLINE_EXCEEDED`` (timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import math
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+import aiohttp
+import structlog
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from processor.errors import ConfigError, Problem
+from processor.export.classify import SHUTDOWN_CODE, ExportFailed
+from processor.export.otlp_grpc import PartialSuccessHook
+
+__all__ = ["RETRYABLE_STATUSES", "HttpExporterSettings", "OtlpHttpSender", "parse_retry_after"]
+
+_log = structlog.get_logger(__name__)
+
+# OTLP spec, OTLP/HTTP "Failures": the statuses a client SHOULD retry.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+PROTOBUF = "application/x-protobuf"
+_USER_AGENT = "otel-user-enricher"
+# A response body is an ExportTraceServiceResponse or a Status: small. Read no more.
+_MAX_RESPONSE_BYTES = 64 * 1024
+# Payloads larger than this are gzip-compressed in a worker thread.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+class _HttpExporterConfigLike(Protocol):
+    """Read-only view of ``processor.config.ExporterConfig`` (structural, to avoid the import)."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def http_path(self) -> str: ...
+    @property
+    def insecure(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def compression(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpExporterSettings:
+    """Where and how to export: ``endpoint`` is ``host:port``, ``timeout`` is per attempt (s)."""
+
+    endpoint: str
+    path: str = "/v1/traces"
+    insecure: bool = False
+    ca_file: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    compression: str = "gzip"
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Reject an unknown compression and a path that is not absolute."""
+        if self.compression not in ("gzip", "none"):
+            raise ValueError("compression must be one of ['gzip', 'none']")
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with '/'")
+
+    @property
+    def url(self) -> str:
+        """The URL requests are POSTed to."""
+        scheme = "http" if self.insecure else "https"
+        return f"{scheme}://{self.endpoint}{self.path}"
+
+    @classmethod
+    def from_config(cls, cfg: _HttpExporterConfigLike) -> HttpExporterSettings:
+        """Build settings from an ``ExporterConfig``-shaped object."""
+        return cls(
+            endpoint=cfg.endpoint,
+            path=cfg.http_path,
+            insecure=cfg.insecure,
+            ca_file=cfg.ca_file,
+            headers=dict(cfg.headers),
+            compression=cfg.compression,
+            timeout=cfg.timeout,
+        )
+
+
+class OtlpHttpSender:
+    """Sender POSTing serialized ``ExportTraceServiceRequest`` bytes over one aiohttp session.
+
+    ``send`` raises :class:`ExportFailed` (a DownstreamError) classified per the OTLP
+    spec. Spans the server rejects in a partial success are not an error: they are
+    logged (``export_partial_success``), added to :attr:`rejected_spans_total` and
+    passed to ``on_partial_success``. ``clock`` (Unix seconds) dates ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        settings: HttpExporterSettings,
+        *,
+        on_partial_success: PartialSuccessHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._on_partial_success = on_partial_success
+        self._clock = clock
+        headers = {"Content-Type": PROTOBUF, "User-Agent": _USER_AGENT}
+        if settings.compression == "gzip":
+            headers["Content-Encoding"] = "gzip"
+        headers.update(settings.headers)
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+        self._rejected_spans_total = 0
+
+    @property
+    def rejected_spans_total(self) -> int:
+        """Spans the server rejected in partial successes since construction."""
+        return self._rejected_spans_total
+
+    async def start(self) -> None:
+        """Open the session; raises ConfigError if ``ca_file`` cannot be read."""
+        if self._session is not None:
+            return
+        context = await self._ssl_context()
+        connector = aiohttp.TCPConnector(ssl=context if context is not None else True)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    async def send(self, payload: bytes) -> None:
+        """Export one serialized request; raise ExportFailed on any failure."""
+        session = self._session
+        if session is None:
+            raise ExportFailed("exporter is not running", code=SHUTDOWN_CODE, retryable=False)
+        body = await self._compressed(payload)
+        timeout = aiohttp.ClientTimeout(
+            total=self._settings.timeout if self._settings.timeout > 0 else None
+        )
+        try:
+            async with session.post(
+                self._settings.url,
+                data=body,
+                headers=self._headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                answer = await _read_bounded(response)
+                status, headers = response.status, response.headers
+                content_type = response.content_type
+        except TimeoutError as err:
+            raise ExportFailed(
+                f"OTLP/HTTP export timed out after {self._settings.timeout:g}s",
+                code="DEADLINE_EXCEEDED",
+                retryable=True,
+            ) from err
+        except aiohttp.ClientError as err:
+            raise ExportFailed(
+                f"OTLP/HTTP export failed: {type(err).__name__}: {err}",
+                code="UNAVAILABLE",
+                retryable=True,
+            ) from err
+        if 200 <= status < 300:
+            self._note_partial_success(answer, content_type)
+            return
+        raise self._failed(status, headers.get("Retry-After"), answer, content_type)
+
+    async def shutdown(self) -> None:
+        """Close the session (in-flight requests fail)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting ``ca_file`` (else None: the system roots)."""
+        ca_file = self._settings.ca_file
+        if self._settings.insecure or ca_file is None:
+            return None
+        try:
+            return await asyncio.to_thread(ssl.create_default_context, cafile=ca_file)
+        except (OSError, ssl.SSLError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            problem = Problem("exporter.ca_file", f"cannot read {ca_file}: {reason}")
+            raise ConfigError([problem]) from err
+
+    async def _compressed(self, payload: bytes) -> bytes:
+        if self._settings.compression != "gzip":
+            return payload
+        if len(payload) > _OFFLOAD_BYTES:
+            return await asyncio.to_thread(gzip.compress, payload, 6)
+        return gzip.compress(payload, 6)
+
+    def _failed(
+        self, status: int, retry_after: str | None, answer: bytes, content_type: str
+    ) -> ExportFailed:
+        """Classify a non-2xx answer per the OTLP/HTTP spec."""
+        retryable = status in RETRYABLE_STATUSES
+        min_delay = parse_retry_after(retry_after, self._clock()) if retryable else None
+        detail = _status_message(answer, content_type)
+        return ExportFailed(
+            f"OTLP/HTTP export failed: HTTP {status}" + (f": {detail}" if detail else ""),
+            code=f"HTTP_{status}",
+            retryable=retryable,
+            min_delay=min_delay,
+        )
+
+    def _note_partial_success(self, answer: bytes, content_type: str) -> None:
+        """Log and count spans rejected in a partial success (not retried, per the spec)."""
+        response = _decode_response(answer, content_type)
+        if response is None:
+            return
+        rejected = int(response.partial_success.rejected_spans)
+        if rejected <= 0:
+            return
+        message = str(response.partial_success.error_message)
+        self._rejected_spans_total += rejected
+        _log.warning("export_partial_success", rejected_spans=rejected, error_message=message)
+        if self._on_partial_success is not None:
+            self._on_partial_success(rejected, message)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        seconds = float(text)  # not RFC 9110, but some servers send "1.5"
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # an HTTP-date is always GMT; anything else is not one
+    return max(when.timestamp() - now, 0.0)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    """At most ``_MAX_RESPONSE_BYTES`` of the body (the rest is not needed)."""
+    chunks = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        chunks += chunk
+        if len(chunks) >= _MAX_RESPONSE_BYTES:
+            break
+    return bytes(chunks[:_MAX_RESPONSE_BYTES])
+
+
+def _decode_response(answer: bytes, content_type: str) -> ExportTraceServiceResponse | None:
+    """The 200 body as an ExportTraceServiceResponse (protobuf or JSON), None if unreadable."""
+    response = ExportTraceServiceResponse()
+    try:
+        if content_type == "application/json":
+            json_format.Parse(answer or b"{}", response, ignore_unknown_fields=True)
+        else:
+            response.ParseFromString(answer)
+    except (DecodeError, json_format.ParseError, ValueError):
+        _log.debug("export_response_undecodable", content_type=content_type, size=len(answer))
+        return None
+    return response
+
+
+def _status_message(answer: bytes, content_type: str) -> str:
+    """The message of an error body (a google.rpc.Status, or text), shortened."""
+    if not answer:
+        return ""
+    status = status_pb2.Status()
+    try:
+        if content_type == "application/json":
+            data = json.loads(answer)
+            message = data.get("message") if isinstance(data, dict) else None
+            return str(message)[:300] if message else answer.decode("utf-8", "replace")[:300]
+        if content_type == PROTOBUF or content_type == "application/protobuf":
+            status.ParseFromString(answer)
+            return str(status.message)[:300]
+    except (DecodeError, ValueError):
+        pass
+    return answer.decode("utf-8", "replace")[:300]

@@ -1,0 +1,334 @@
+"""OTLP/HTTP trace receiver: ``POST /v1/traces`` with protobuf or JSON bodies.
+
+Answers follow the OTLP spec ("OTLP/HTTP"):
+
+- 200 with an ``ExportTraceServiceResponse`` in the request's encoding;
+- 400 for a body that does not decode, with a ``google.rpc.Status`` (plus a
+  ``BadRequest`` detail naming the field) in the request's encoding;
+- 401 without the configured bearer token, 413 past ``max_message_bytes`` (before
+  or after decompression), 415 for other content types or content codings;
+- 429 with ``Retry-After`` when the export queue (or spool) is full.
+
+Why 429 and not 503 for a full queue: the spec allows either, and every OTLP
+client retries both and honours ``Retry-After``. 429 is the HTTP mapping of the
+gRPC receiver's RESOURCE_EXHAUSTED (as in the Collector's receiver), so both
+transports report the same condition, and it stays distinguishable from the 503
+a proxy or load balancer sends when the enricher itself is unreachable.
+
+aiohttp must not decompress request bodies itself (it would drop the connection
+on corrupt gzip and bound only the decompressed size): serve the app with
+:func:`build_runner`, or an ``AppRunner`` given ``auto_decompress=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any, Literal, Protocol
+
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
+from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
+    code_pb2,
+    error_details_pb2,
+    status_pb2,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from processor.api.http import retry_after
+from processor.errors import InvalidInput, Problem
+from processor.metrics import Metrics
+from processor.pipeline import Backpressure
+from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
+from processor.security import ReceiverAuth
+
+__all__ = [
+    "JSON",
+    "PROTOBUF",
+    "ROUTE",
+    "HttpTraceReceiver",
+    "TracePipeline",
+    "build_app",
+    "build_runner",
+]
+
+log = structlog.get_logger("processor.receive.http_trace")
+
+ROUTE = "/v1/traces"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
+# Content codings accepted, mapped to zlib's wbits (gzip framing, zlib framing).
+_CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_IDENTITY = frozenset({"", "identity"})
+# Bodies larger than this are decompressed and decoded in a worker thread so a
+# big request does not stall the event loop (and every other connection).
+OFFLOAD_BYTES = 256 * 1024
+
+Encoding = Literal["protobuf", "json"]
+
+
+class TracePipeline(Protocol):
+    """What the receiver hands requests to (``processor.pipeline.Pipeline``)."""
+
+    async def accept(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
+        """Take the request; returns its span count, raises Backpressure when full."""
+        ...
+
+
+class _Rejected(Exception):
+    """A request refused before it reached the pipeline: HTTP status, rpc code, message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        outcome: str,
+        problems: tuple[Problem, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.outcome = outcome
+        self.problems = problems
+
+
+class HttpTraceReceiver:
+    """Handles ``POST /v1/traces``; mount it with :func:`build_app`."""
+
+    def __init__(
+        self,
+        pipeline: TracePipeline,
+        metrics: Metrics,
+        *,
+        max_message_bytes: int,
+        auth: ReceiverAuth | None = None,
+        offload_bytes: int = OFFLOAD_BYTES,
+    ) -> None:
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._auth = auth
+        self._offload_bytes = offload_bytes
+        self.max_message_bytes = max_message_bytes
+
+    async def export(self, request: web.Request) -> web.Response:
+        """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
+        encoding = _encoding_of(request.content_type)
+        try:
+            body = await self._checked_body(request, encoding)
+            assert encoding is not None  # _checked_body refuses other content types
+            message, raw = await self._decode(body, encoding, _coding_of(request))
+            spans = await self._pipeline.accept(message, raw)
+        except _Rejected as exc:
+            self._outcome(exc.outcome)
+            return _status_response(exc, encoding or "json")
+        except Backpressure as exc:
+            self._outcome("backpressure")
+            return _backpressure_response(exc, encoding or "json")
+        except Exception:
+            self._outcome("error")
+            log.exception("otlp_http_failed", path=request.path)
+            failure = _Rejected(500, code_pb2.INTERNAL, "internal error", "error")
+            return _status_response(failure, encoding or "json")
+        self._outcome("ok" if spans else "empty")
+        return _ok_response(encoding)
+
+    async def _checked_body(self, request: web.Request, encoding: Encoding | None) -> bytes:
+        """The (still encoded) body, after the checks that need no body."""
+        if self._auth is not None and not self._auth.allows(list(request.headers.items())):
+            raise _Rejected(
+                401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
+            )
+        if encoding is None:
+            raise _Rejected(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"unsupported Content-Type {request.content_type!r}; use {PROTOBUF} or {JSON}",
+                "unsupported",
+            )
+        coding = _coding_of(request)
+        if coding not in _IDENTITY and coding not in _CODINGS:
+            raise _Rejected(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none",
+                "unsupported",
+            )
+        limit = self.max_message_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(limit) from None
+        except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
+            # The sender went away mid-body, or sent a malformed one: not our failure.
+            raise _Rejected(
+                400, code_pb2.INVALID_ARGUMENT, f"incomplete request body: {exc}", "invalid"
+            ) from None
+
+    async def _decode(
+        self, body: bytes, encoding: Encoding, coding: str
+    ) -> tuple[ExportTraceServiceRequest, bytes]:
+        """Decompress and decode, in a worker thread when the body is large."""
+        if len(body) > self._offload_bytes:
+            return await asyncio.to_thread(_decode, body, encoding, coding, self.max_message_bytes)
+        return _decode(body, encoding, coding, self.max_message_bytes)
+
+    def _outcome(self, outcome: str) -> None:
+        self._metrics.requests_received.labels(outcome=outcome).inc()
+
+
+def build_app(receiver: HttpTraceReceiver) -> web.Application:
+    """An aiohttp application serving ``POST /v1/traces`` (bodies up to max_message_bytes)."""
+    app = web.Application(client_max_size=receiver.max_message_bytes)
+    app.router.add_post(ROUTE, receiver.export)
+    return app
+
+
+def build_runner(receiver: HttpTraceReceiver, *, shutdown_timeout: float = 10.0) -> web.AppRunner:
+    """The runner to serve :func:`build_app` with (aiohttp's own decompression off).
+
+    ``shutdown_timeout`` bounds how long ``cleanup()`` waits for requests in flight.
+    """
+    return web.AppRunner(
+        build_app(receiver),
+        access_log=None,
+        handle_signals=False,
+        auto_decompress=False,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _encoding_of(content_type: str) -> Encoding | None:
+    if content_type in _PROTOBUF_TYPES:
+        return "protobuf"
+    if content_type == JSON:
+        return "json"
+    return None
+
+
+def _coding_of(request: web.Request) -> str:
+    """The request's content coding, or "" when aiohttp already decoded the body."""
+    if getattr(request.content, "total_compressed_bytes", None) is not None:
+        return ""  # served with auto_decompress=True: the body arrives decompressed
+    return request.headers.get("Content-Encoding", "").strip().lower()
+
+
+def _decode(
+    body: bytes, encoding: Encoding, coding: str, limit: int
+) -> tuple[ExportTraceServiceRequest, bytes]:
+    """The request and the protobuf bytes to hand to the pipeline."""
+    if coding in _CODINGS:
+        body = _decompress(body, _CODINGS[coding], coding, limit)
+    if encoding == "json":
+        try:
+            message = decode_json(body)
+        except InvalidInput as exc:
+            raise _Rejected(
+                400,
+                code_pb2.INVALID_ARGUMENT,
+                f"invalid OTLP/JSON ExportTraceServiceRequest: {exc}",
+                "invalid",
+                tuple(exc.problems),
+            ) from None
+        return message, message.SerializeToString()
+    try:
+        return ExportTraceServiceRequest.FromString(body), body
+    except DecodeError as exc:
+        raise _Rejected(
+            400,
+            code_pb2.INVALID_ARGUMENT,
+            f"payload is not an ExportTraceServiceRequest: {exc}",
+            "invalid",
+        ) from None
+
+
+def _decompress(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
+    """Inflate ``body`` (one or more gzip members), refusing more than ``limit`` bytes."""
+    out = bytearray()
+    data = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise _corrupt(coding, str(exc)) from None
+        if len(out) > limit:
+            raise _too_large(limit, decompressed=True)
+        if not inflater.eof:
+            raise _corrupt(coding, "truncated stream")
+        data = inflater.unused_data
+        if not data or wbits != _CODINGS["gzip"]:
+            break
+    if data:
+        raise _corrupt(coding, "data after the end of the stream")
+    return bytes(out)
+
+
+def _corrupt(coding: str, detail: str) -> _Rejected:
+    return _Rejected(
+        400, code_pb2.INVALID_ARGUMENT, f"cannot decompress {coding} body: {detail}", "invalid"
+    )
+
+
+def _too_large(limit: int, *, decompressed: bool = False) -> _Rejected:
+    what = "decompressed body" if decompressed else "body"
+    return _Rejected(
+        413,
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"{what} larger than receiver.max_message_bytes ({limit} bytes)",
+        "too_large",
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _ok_response(encoding: Encoding) -> web.Response:
+    response = ExportTraceServiceResponse()
+    if encoding == "json":
+        return web.Response(body=encode_json_response(response), content_type=JSON)
+    return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
+
+
+def _status_response(rejected: _Rejected, encoding: Encoding) -> web.Response:
+    status = status_pb2.Status(code=rejected.code, message=rejected.message)
+    if rejected.problems:
+        bad = error_details_pb2.BadRequest()
+        for problem in rejected.problems:
+            bad.field_violations.add(field=problem.path, description=problem.message)
+        status.details.add().Pack(bad)
+    response = _encoded(status, rejected.status, encoding)
+    if rejected.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="user-enricher"'
+    return response
+
+
+def _backpressure_response(exc: Backpressure, encoding: Encoding) -> web.Response:
+    seconds = retry_after(exc.retry_after_s)
+    delay = Duration()
+    delay.FromSeconds(int(seconds))
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    response = _encoded(status, 429, encoding)
+    response.headers["Retry-After"] = seconds
+    return response
+
+
+def _encoded(status: Any, http_status: int, encoding: Encoding) -> web.Response:
+    if encoding == "json":
+        return web.Response(status=http_status, body=encode_json_status(status), content_type=JSON)
+    return web.Response(status=http_status, body=status.SerializeToString(), content_type=PROTOBUF)
