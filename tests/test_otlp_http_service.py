@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from conftest import Clock, service_config
+from correlation_kit import GW, MIKE, MS, event
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -17,8 +19,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from conftest import Clock, service_config
-from correlation_kit import GW, MIKE, MS, event
 from processor.service import Service
 
 
