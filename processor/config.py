@@ -47,6 +47,7 @@ __all__ = [
     "IdentityConfig",
     "LoggingConfig",
     "OpenWebUIWebhookConfig",
+    "PriceConfig",
     "QueueConfig",
     "RateLimitConfig",
     "ReceiverAuthConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "RetryConfig",
     "SessionsConfig",
     "TlsConfig",
+    "UsageConfig",
     "WebhooksConfig",
     "load_config",
     "parse_config",
@@ -960,6 +962,24 @@ class IdentityConfig(_Frozen):
         return identity.model_copy(update={"hash_key": key})
 
 
+class PriceConfig(_Frozen):
+    """USD per million tokens of one model."""
+
+    input_per_million: Annotated[FiniteFloat, Field(ge=0)]
+    output_per_million: Annotated[FiniteFloat, Field(ge=0)]
+
+
+class UsageConfig(_Frozen):
+    """Per-user LLM usage metrics (requests, tokens, cost, errors) on /metrics."""
+
+    enabled: StrictBool = True
+    # Distinct users with their own label; later ones are counted as "other".
+    max_users: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
+    # Model (as the gateway names it, case-insensitive) -> price, used when the
+    # gateway did not price a call (no agw.ai.usage.cost.total).
+    prices: dict[AttributeName, PriceConfig] = Field(default_factory=dict)
+
+
 class LoggingConfig(_Frozen):
     """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
 
@@ -978,6 +998,7 @@ class Config(_Frozen):
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

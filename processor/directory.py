@@ -6,7 +6,7 @@ Parsing and lookups are pure; reading the file lives in :func:`load_directory`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,12 +48,21 @@ class Directory:
         addresses: Mapping[str, User],
         networks: list[tuple[_Network, User]],
         principals: Mapping[tuple[str, str], User],
+        users: Sequence[User] = (),
     ) -> None:
         self._addresses = dict(addresses)
         # Longest prefix first, so the most specific network wins.
         self._networks = sorted(networks, key=lambda n: n[0].prefixlen, reverse=True)
         self._principals = dict(principals)
         self._cache: dict[str, User | None] = {}
+        # Teams of every user the directory names, by id and by email, so that a
+        # user identified by a session or a trace still gets their team.
+        self._teams: dict[str, str] = {}
+        for user in users:
+            if user.team:
+                for key in (user.id, user.email):
+                    if key:
+                        self._teams[key] = user.team
 
     @classmethod
     def empty(cls) -> Directory:
@@ -67,6 +76,10 @@ class Directory:
     def has_principals(self) -> bool:
         """True when any principal (jwt.sub, API key, ...) is mapped."""
         return bool(self._principals)
+
+    def team_of(self, user: User) -> str:
+        """The user's team: their own, else the directory's for their id or email."""
+        return user.team or self._teams.get(user.id) or self._teams.get(user.email) or ""
 
     def by_principal(self, key: str, value: str) -> User | None:
         """The user whose principal ``key`` (a span attribute) has ``value``."""
@@ -100,12 +113,14 @@ def parse_directory(data: Any) -> Directory:
     addresses: dict[str, User] = {}
     networks: list[tuple[_Network, User]] = []
     principals: dict[tuple[str, str], User] = {}
+    everyone: list[User] = []
     for i, entry in enumerate(doc.users):
         path = f"users.{i}"
         if not entry.id and not entry.email:
             problems.append(Problem(path, "id or email is required"))
             continue
         user = User(entry.id, entry.email, entry.name, entry.roles, entry.team)
+        everyone.append(user)
         _add_addresses(entry, user, path, addresses, networks, problems)
         for key, values in entry.principals.items():
             for value in values:
@@ -115,7 +130,7 @@ def parse_directory(data: Any) -> Directory:
                     )
     if problems:
         raise ConfigError(problems)
-    return Directory(addresses, networks, principals)
+    return Directory(addresses, networks, principals, everyone)
 
 
 def _add_addresses(

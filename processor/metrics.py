@@ -141,6 +141,31 @@ class Metrics:
             "1 while the shared session store (Redis) is connected and in sync",
             registry=r,
         )
+        usage = ["user", "team", "provider", "model"]
+        self.llm_requests = Counter(
+            f"{_NS}_llm_requests",
+            "LLM calls that passed, by user, team, provider, model",
+            usage,
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            f"{_NS}_llm_tokens",
+            "LLM tokens, by user, team, provider, model and direction",
+            [*usage, "direction"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            f"{_NS}_llm_cost_usd",
+            "LLM cost in USD: the gateway's price, else the configured price table",
+            usage,
+            registry=r,
+        )
+        self.llm_errors = Counter(
+            f"{_NS}_llm_errors",
+            "LLM calls answered with an HTTP status >= 400",
+            usage,
+            registry=r,
+        )
         self.sessions_expired = Counter(
             f"{_NS}_sessions_expired", "Sessions dropped after their end", registry=r
         )

@@ -21,6 +21,7 @@ from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.model import Session, User
+from processor.usage_labels import UserLabels
 
 log = structlog.get_logger("processor.pipeline")
 
@@ -46,6 +47,7 @@ class Pipeline:
         retry_after_s: float,
         spool: Spool | None = None,
         on_learned: Callable[[bytes, User], None] | None = None,
+        user_labels: UserLabels | None = None,
     ) -> None:
         self.correlator = correlator
         self._metrics = metrics
@@ -54,6 +56,7 @@ class Pipeline:
         self._retry_after_s = retry_after_s
         self._spool = spool
         self._on_learned = on_learned
+        self._user_labels = user_labels
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -242,6 +245,31 @@ class Pipeline:
             if count:
                 m.spans_released.labels(reason=reason).inc(count)
         m.spans_holding.set(self.correlator.held)
+        if o.usage and self._user_labels is not None:
+            self._record_usage(o)
+
+    def _record_usage(self, o: Outcome) -> None:
+        """Per-user LLM usage: one label lookup per (user, provider, model) of the batch."""
+        assert self._user_labels is not None
+        m = self._metrics
+        for (user, provider, model), (
+            calls,
+            tokens_in,
+            tokens_out,
+            cost,
+            errors,
+        ) in o.usage.items():
+            who, team = self._user_labels(user)
+            labels = (who, team, provider, model)
+            m.llm_requests.labels(*labels).inc(calls)
+            if tokens_in:
+                m.llm_tokens.labels(*labels, "input").inc(tokens_in)
+            if tokens_out:
+                m.llm_tokens.labels(*labels, "output").inc(tokens_out)
+            if cost:
+                m.llm_cost.labels(*labels).inc(cost)
+            if errors:
+                m.llm_errors.labels(*labels).inc(errors)
 
 
 def _one(tag: int) -> Counter[int]:

@@ -40,6 +40,7 @@ from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
+from processor.correlate.usage import Price, UsageReader
 from processor.directory import Directory
 from processor.directory_watch import DirectoryWatcher
 from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
@@ -60,6 +61,7 @@ from processor.security import (
 from processor.sessions.memory import MemorySessionStore
 from processor.sessions.shared import RedisShare, safe_url
 from processor.sessions.traces import TraceIdentities
+from processor.usage_labels import UserLabels
 
 log = structlog.get_logger("processor.service")
 
@@ -116,6 +118,13 @@ class Service:
             retry_after_s=queue.retry_after,
             spool=self.spool,
             on_learned=self.share.trace if self.share is not None else None,
+            user_labels=UserLabels(
+                config.usage.max_users,
+                hasher=_hasher(config),
+                team_of=lambda user: self.correlator.directory.team_of(user),
+            )
+            if config.usage.enabled
+            else None,
         )
         self.queue = ExportQueue(
             self._sender,
@@ -444,6 +453,10 @@ def build_correlator(
     resolver = Resolver(
         window_ns=int(c.request_window * _NS), skew_ns=int(c.clock_skew * _NS), policy=c.ambiguous
     )
+    prices = {
+        model: Price(p.input_per_million, p.output_per_million)
+        for model, p in config.usage.prices.items()
+    }
     return Correlator(
         rules,
         resolver,
@@ -451,6 +464,7 @@ def build_correlator(
         store,
         traces,
         HoldBuffer(c.max_held_spans),
+        usage=UsageReader(prices) if config.usage.enabled else None,
     )
 
 

@@ -23,6 +23,7 @@ from processor.correlate.hold import HeldSpan, HoldBuffer
 from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder, EmailHasher
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
+from processor.correlate.usage import PROVIDER, Usage, UsageKey, UsageReader, add_usage
 from processor.correlate.wire import Origin, build_request
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
@@ -30,6 +31,7 @@ from processor.sessions.store import SessionLookup
 from processor.sessions.traces import TraceIdentities
 
 _WRITTEN = frozenset(WRITTEN_KEYS)
+_LLM_MARK = PROVIDER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,8 @@ class Outcome:
     forced_out: int = 0
     # Trace identities learned from this request's spans (to share with replicas).
     learned: list[tuple[bytes, User]] = field(default_factory=list)
+    # LLM usage of the spans that left, by (user, provider, model).
+    usage: dict[UsageKey, list[float]] = field(default_factory=dict)
 
 
 Decide = Callable[[HeldSpan], Attribution | None]
@@ -96,6 +100,7 @@ class Correlator:
         traces: TraceIdentities,
         hold: HoldBuffer,
         directory: Directory | None = None,
+        usage: UsageReader | None = None,
     ) -> None:
         self._rules = rules
         self._resolver = resolver
@@ -110,6 +115,7 @@ class Correlator:
         self._principal_keys = frozenset(rules.principal_keys)
         self._normalize = AddressNormalizer()
         self._encoder = AttributionEncoder(rules.hasher)
+        self._usage = usage
 
     @property
     def held(self) -> int:
@@ -128,10 +134,12 @@ class Correlator:
         """
         out = Outcome()
         check = self._reader.maybe_present(raw)
+        # Only requests that hold LLM calls pay for reading usage.
+        usage = self._usage if self._usage is not None and _LLM_MARK in raw else None
         changed = False
         learned: list[bytes] = []
         for rs in request.resource_spans:
-            changed |= self._receive_resource(rs, check, now_ns, out, learned, tag)
+            changed |= self._receive_resource(rs, check, now_ns, out, learned, tag, usage)
         if out.held:
             _drop_empty(request)
         if out.spans > out.held:
@@ -152,6 +160,7 @@ class Correlator:
         out: Outcome,
         learned: list[bytes],
         tag: int,
+        usage: UsageReader | None,
     ) -> bool:
         attrs = rs.resource.attributes
         resource_user = self._reader.read(attrs) if check else None
@@ -162,7 +171,7 @@ class Correlator:
         for ss in rs.scope_spans:
             out.spans += len(ss.spans)
             changed |= self._receive_scope(
-                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo, tag
+                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo, tag, usage
             )
         return changed
 
@@ -178,6 +187,7 @@ class Correlator:
         learned: list[bytes],
         memo: Memo,
         tag: int,
+        usage: UsageReader | None,
     ) -> bool:
         """The span walk; this loop is the service's per-span cost, so it stays flat.
 
@@ -204,11 +214,14 @@ class Correlator:
                 elif hold_ns:
                     if origin is None:
                         origin = _origin(rs, ss)
-                    self._hold_span(span, origin, resource_ip, check, now_ns, out, tag)
+                    used = usage.read(attrs) if usage is not None else None
+                    self._hold_span(span, origin, resource_ip, check, now_ns, out, tag, used)
                     held.append(index)
                     continue
                 else:
                     a, facts = self._resolve_span(span, resource_ip, memo)
+                if usage is not None and (used := usage.read(attrs)) is not None:
+                    add_usage(out.usage, a.user if a is not None else None, used)
                 changed |= self._write(span, a, facts, check, out)
             except Exception:  # one bad span must not fail the request
                 out.failed += 1
@@ -243,6 +256,7 @@ class Correlator:
         now_ns: int,
         out: Outcome,
         tag: int,
+        used: Usage | None,
     ) -> None:
         held = HeldSpan(
             span.SerializeToString(),
@@ -252,6 +266,7 @@ class Correlator:
             _present(span.attributes) if check else None,
             now_ns + self._rules.hold_ns,
             tag,
+            used,
         )
         out.held += 1
         forced = self._hold.add(held)
@@ -329,6 +344,8 @@ class Correlator:
                 a, extra = None, b""
                 out.failed += 1
             self._count(a, held.facts, out)
+            if held.usage is not None:
+                add_usage(out.usage, a.user if a is not None else None, held.usage)
             groups.setdefault(held.origin, []).append(held.span + extra)
         if groups:
             out.released.append(Payload(build_request(groups.items()), len(released), tags))

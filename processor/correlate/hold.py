@@ -9,13 +9,24 @@ from collections import deque
 from collections.abc import Iterator
 
 from processor.correlate.resolve import SpanFacts
+from processor.correlate.usage import Usage
 from processor.correlate.wire import Origin
 
 
 class HeldSpan:
     """One serialized span and what is needed to attribute it later."""
 
-    __slots__ = ("deadline_ns", "done", "facts", "origin", "present", "span", "tag", "trace_id")
+    __slots__ = (
+        "deadline_ns",
+        "done",
+        "facts",
+        "origin",
+        "present",
+        "span",
+        "tag",
+        "trace_id",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -26,6 +37,7 @@ class HeldSpan:
         present: frozenset[str] | None,
         deadline_ns: int,
         tag: int = 0,
+        usage: Usage | None = None,
     ) -> None:
         self.span = span
         self.origin = origin
@@ -34,6 +46,7 @@ class HeldSpan:
         self.present = present
         self.deadline_ns = deadline_ns
         self.tag = tag
+        self.usage = usage
         self.done = False
 
 

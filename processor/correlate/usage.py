@@ -1,0 +1,142 @@
+"""LLM usage read off a span: provider, model, tokens, cost, error (pure).
+
+AgentGateway writes ``gen_ai.provider.name``, ``gen_ai.request.model`` /
+``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``,
+``agw.ai.usage.cost.total`` (USD, when it priced the call) and ``http.status``.
+When the gateway did not price a call, a configured price table does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from processor.model import User
+
+PROVIDER = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+COST = "agw.ai.usage.cost.total"
+STATUS = "http.status"
+_KEYS = (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, INPUT_TOKENS, OUTPUT_TOKENS, COST, STATUS)
+_MAX_LABEL = 64  # provider and model names become metric labels
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input_per_million: float
+    output_per_million: float
+
+
+class Usage(NamedTuple):
+    """What one LLM call used."""
+
+    provider: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    error: bool
+
+
+# (user or None, provider, model) -> [requests, tokens in, tokens out, cost, errors]
+UsageKey = tuple[User | None, str, str]
+
+
+def add_usage(totals: dict[UsageKey, list[float]], user: User | None, usage: Usage) -> None:
+    """Add one call to ``totals``."""
+    row = totals.get((user, usage.provider, usage.model))
+    if row is None:
+        row = totals[(user, usage.provider, usage.model)] = [0, 0, 0, 0.0, 0]
+    row[0] += 1
+    row[1] += usage.tokens_in
+    row[2] += usage.tokens_out
+    row[3] += usage.cost_usd
+    row[4] += usage.error
+
+
+class UsageReader:
+    """Reads :class:`Usage` from span attributes; one instance serves every request."""
+
+    __slots__ = ("_hint", "_prices", "_slots")
+
+    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
+        self._prices = {k.lower(): v for k, v in (prices or {}).items()}
+        self._slots = {key: i for i, key in enumerate(_KEYS)}
+        # Where the provider key sat last time: a span without it is not an LLM
+        # call, and gateways write their keys in a fixed order.
+        self._hint = 0
+
+    def read(self, attributes: Sequence[KeyValue]) -> Usage | None:
+        """The call's usage, or None for a span that is not an LLM call."""
+        if not self._is_llm_call(attributes):
+            return None
+        values: list[AnyValue | None] = [None] * len(_KEYS)
+        slots = self._slots
+        for kv in attributes:
+            slot = slots.get(kv.key)
+            if slot is not None:
+                values[slot] = kv.value
+        provider = _text(values[0]) or "unknown"
+        model = _text(values[1]) or _text(values[2]) or "unknown"
+        tokens_in, tokens_out = _int(values[3]), _int(values[4])
+        cost = _float(values[5])
+        if cost is None:
+            cost = self._priced(model, tokens_in, tokens_out)
+        status = _int(values[6])
+        return Usage(provider, model, tokens_in, tokens_out, cost, status >= 400)
+
+    def _is_llm_call(self, attributes: Sequence[KeyValue]) -> bool:
+        try:
+            if attributes[self._hint].key == PROVIDER:
+                return True
+        except IndexError:
+            pass
+        for index, kv in enumerate(attributes):
+            if kv.key == PROVIDER:
+                self._hint = index
+                return True
+        return False
+
+    def _priced(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        price = self._prices.get(model.lower())
+        if price is None:
+            return 0.0
+        return (tokens_in * price.input_per_million + tokens_out * price.output_per_million) / 1e6
+
+
+def _text(value: AnyValue | None) -> str:
+    return value.string_value[:_MAX_LABEL] if value is not None else ""
+
+
+def _int(value: AnyValue | None) -> int:
+    if value is None:
+        return 0
+    if value.HasField("int_value"):
+        return max(value.int_value, 0)
+    if value.HasField("double_value"):
+        return max(int(value.double_value), 0)
+    try:
+        return max(int(value.string_value), 0)
+    except ValueError:
+        return 0
+
+
+def _float(value: AnyValue | None) -> float | None:
+    if value is None:
+        return None
+    if value.HasField("double_value"):
+        return max(value.double_value, 0.0)
+    if value.HasField("int_value"):
+        return float(max(value.int_value, 0))
+    try:
+        return max(float(value.string_value), 0.0)
+    except ValueError:
+        return None
