@@ -136,6 +136,8 @@ class Correlator:
         check = self._reader.maybe_present(raw)
         # Only requests that hold LLM calls pay for reading usage.
         usage = self._usage if self._usage is not None and _LLM_MARK in raw else None
+        if usage is not None:
+            usage.begin(raw)
         changed = False
         learned: list[bytes] = []
         for rs in request.resource_spans:

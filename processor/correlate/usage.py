@@ -63,47 +63,87 @@ def add_usage(totals: dict[UsageKey, list[float]], user: User | None, usage: Usa
 
 
 class UsageReader:
-    """Reads :class:`Usage` from span attributes; one instance serves every request."""
+    """Reads :class:`Usage` from span attributes; one instance serves every request.
 
-    __slots__ = ("_hint", "_prices", "_slots")
+    Gateways write their attributes in a fixed order, so the position where each
+    key was found last time is tried first: a handful of indexed reads instead of
+    a walk over every attribute (each access costs a wrapper object in Python).
+    A miss re-learns every position with one walk; the result never depends on
+    the guess.
+    """
+
+    __slots__ = ("_absent", "_pos", "_prices", "_raw", "_slots")
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
         self._prices = {k.lower(): v for k, v in (prices or {}).items()}
         self._slots = {key: i for i, key in enumerate(_KEYS)}
-        # Where the provider key sat last time: a span without it is not an LLM
-        # call, and gateways write their keys in a fixed order.
-        self._hint = 0
+        self._pos = [0] * len(_KEYS)
+        self._raw: bytes | None = None  # None: not told, so every key may be there
+        self._absent: dict[str, bool] = {}
+
+    def begin(self, raw: bytes) -> None:
+        """Start a request: ``raw`` is searched (once per key, lazily) for keys that no
+        span at a remembered position had, to tell an absent key from a moved one."""
+        self._raw = raw
+        self._absent = {}
 
     def read(self, attributes: Sequence[KeyValue]) -> Usage | None:
-        """The call's usage, or None for a span that is not an LLM call."""
-        if not self._is_llm_call(attributes):
+        """The call's usage, or None for a span that is not an LLM call.
+
+        Call :meth:`begin` with the request's bytes first.
+        """
+        values = self._guess(attributes)
+        if values is None:
+            values = self._walk(attributes)
+        if values[0] is None:
             return None
-        values: list[AnyValue | None] = [None] * len(_KEYS)
-        slots = self._slots
-        for kv in attributes:
-            slot = slots.get(kv.key)
-            if slot is not None:
-                values[slot] = kv.value
         provider = _text(values[0]) or "unknown"
         model = _text(values[1]) or _text(values[2]) or "unknown"
         tokens_in, tokens_out = _int(values[3]), _int(values[4])
         cost = _float(values[5])
         if cost is None:
             cost = self._priced(model, tokens_in, tokens_out)
-        status = _int(values[6])
-        return Usage(provider, model, tokens_in, tokens_out, cost, status >= 400)
+        return Usage(provider, model, tokens_in, tokens_out, cost, _int(values[6]) >= 400)
 
-    def _is_llm_call(self, attributes: Sequence[KeyValue]) -> bool:
-        try:
-            if attributes[self._hint].key == PROVIDER:
-                return True
-        except IndexError:
-            pass
+    def _guess(self, attributes: Sequence[KeyValue]) -> list[AnyValue | None] | None:
+        """Values at the remembered positions, or None when any position is stale.
+
+        The cost key is optional (the gateway prices only some calls), so a miss
+        on it alone is not stale: the walk confirms its absence only when the
+        other keys moved.
+        """
+        values: list[AnyValue | None] = []
+        n = len(attributes)
+        absent = self._absent
+        for key, pos in zip(_KEYS, self._pos, strict=True):
+            if absent.get(key):
+                values.append(None)
+                continue
+            kv = attributes[pos] if pos < n else None
+            if kv is not None and kv.key == key:
+                values.append(kv.value)
+            elif self._nowhere(key):
+                values.append(None)
+            else:
+                return None
+        return values
+
+    def _nowhere(self, key: str) -> bool:
+        """True when ``key`` occurs nowhere in the current request's bytes."""
+        absent = self._absent.get(key)
+        if absent is None:
+            absent = self._absent[key] = self._raw is not None and key.encode() not in self._raw
+        return absent
+
+    def _walk(self, attributes: Sequence[KeyValue]) -> list[AnyValue | None]:
+        values: list[AnyValue | None] = [None] * len(_KEYS)
+        slots = self._slots
         for index, kv in enumerate(attributes):
-            if kv.key == PROVIDER:
-                self._hint = index
-                return True
-        return False
+            slot = slots.get(kv.key)
+            if slot is not None:
+                values[slot] = kv.value
+                self._pos[slot] = index
+        return values
 
     def _priced(self, model: str, tokens_in: int, tokens_out: int) -> float:
         price = self._prices.get(model.lower())
