@@ -312,7 +312,8 @@ class Correlator:
         out = Outcome()
         due = self._hold.due(now_ns)
         out.released_deadline += len(due)
-        self._emit(due, out, lambda h: self._traced(h) or self._resolve(h.facts))
+        memo: Memo = {}
+        self._emit(due, out, lambda h: self._traced(h) or self._resolve_held(h.facts, memo))
         return out
 
     def drain(self) -> Outcome:
@@ -320,7 +321,8 @@ class Correlator:
         out = Outcome()
         held = self._hold.drain()
         out.released_deadline += len(held)
-        self._emit(held, out, lambda h: self._traced(h) or self._resolve(h.facts))
+        memo: Memo = {}
+        self._emit(held, out, lambda h: self._traced(h) or self._resolve_held(h.facts, memo))
         return out
 
     def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
@@ -356,6 +358,15 @@ class Correlator:
 
     def _resolve(self, facts: SpanFacts) -> Attribution | None:
         return self._resolver.resolve(facts, self._sessions, self.directory)
+
+    def _resolve_held(self, facts: SpanFacts, memo: Memo) -> Attribution | None:
+        """:meth:`_resolve`, sharing long-session answers across one release batch."""
+        ip = facts.ip
+        if ip is not None and not facts.principals and not self._sessions.has_events(ip):
+            return self._resolver.by_address(
+                ip, facts.start_ns, self._sessions, self.directory, memo
+            )
+        return self._resolve(facts)
 
     def _write(
         self, span: Span, a: Attribution | None, facts: SpanFacts | None, check: bool, out: Outcome
