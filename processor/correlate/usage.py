@@ -72,7 +72,7 @@ class UsageReader:
     the guess.
     """
 
-    __slots__ = ("_absent", "_pos", "_prices", "_raw", "_slots")
+    __slots__ = ("_absent", "_live", "_pos", "_prices", "_raw", "_slots")
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
         self._prices = {k.lower(): v for k, v in (prices or {}).items()}
@@ -80,12 +80,15 @@ class UsageReader:
         self._pos = [0] * len(_KEYS)
         self._raw: bytes | None = None  # None: not told, so every key may be there
         self._absent: dict[str, bool] = {}
+        # (slot, key) of the keys that may occur in the current request.
+        self._live = list(enumerate(_KEYS))
 
     def begin(self, raw: bytes) -> None:
         """Start a request: ``raw`` is searched (once per key, lazily) for keys that no
         span at a remembered position had, to tell an absent key from a moved one."""
         self._raw = raw
         self._absent = {}
+        self._live = list(enumerate(_KEYS))
 
     def read(self, attributes: Sequence[KeyValue]) -> Usage | None:
         """The call's usage, or None for a span that is not an LLM call.
@@ -108,24 +111,23 @@ class UsageReader:
     def _guess(self, attributes: Sequence[KeyValue]) -> list[AnyValue | None] | None:
         """Values at the remembered positions, or None when any position is stale.
 
-        The cost key is optional (the gateway prices only some calls), so a miss
-        on it alone is not stale: the walk confirms its absence only when the
-        other keys moved.
+        A key missing at its position is looked for in the request's bytes; when
+        it occurs nowhere it is dropped from the keys read for the rest of the
+        request (the cost key, say, on calls the gateway did not price).
         """
-        values: list[AnyValue | None] = []
-        n = len(attributes)
-        absent = self._absent
-        for key, pos in zip(_KEYS, self._pos, strict=True):
-            if absent.get(key):
-                values.append(None)
-                continue
-            kv = attributes[pos] if pos < n else None
-            if kv is not None and kv.key == key:
-                values.append(kv.value)
-            elif self._nowhere(key):
-                values.append(None)
-            else:
-                return None
+        values: list[AnyValue | None] = [None] * len(_KEYS)
+        pos = self._pos
+        try:
+            for slot, key in self._live:
+                kv = attributes[pos[slot]]
+                if kv.key == key:
+                    values[slot] = kv.value
+                elif not self._nowhere(key):
+                    return None
+        except IndexError:
+            return None
+        if len(self._live) != len(_KEYS) - sum(self._absent.values()):
+            self._live = [(i, k) for i, k in enumerate(_KEYS) if not self._absent.get(k)]
         return values
 
     def _nowhere(self, key: str) -> bool:
@@ -159,6 +161,9 @@ def _text(value: AnyValue | None) -> str:
 def _int(value: AnyValue | None) -> int:
     if value is None:
         return 0
+    fast = value.int_value  # how gateways write counts; 0 may mean another type
+    if fast > 0:
+        return fast
     if value.HasField("int_value"):
         return max(value.int_value, 0)
     if value.HasField("double_value"):
