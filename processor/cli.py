@@ -1,4 +1,4 @@
-"""Command line: ``user-enricher serve | check-config | demo``. The only place that exits."""
+"""Command line: ``user-enricher serve | check-config | demo | report``. Only it exits."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from processor import __version__
 from processor.config import Config, load_config
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
+from processor.report.options import add_arguments as add_report_arguments
 from processor.tuning import tune_malloc
 
 log = structlog.get_logger("processor.cli")
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     demo = sub.add_parser("demo", help="run the whole flow in one process, no outside services")
     demo.add_argument("--spans", type=int, default=12, help="AgentGateway spans to send")
+    report = sub.add_parser("report", help="per-user LLM usage from the spans in Jaeger")
+    add_report_arguments(report)
     return parser
 
 
@@ -42,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "serve":
         return _serve(args.config)
+    if args.command == "report":
+        from processor.report.command import run_report
+
+        return run_report(args)
     from processor.demo import run_demo
 
     configure_logging("warning", "console")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 __all__ = [
     "RangeError",
@@ -57,8 +58,8 @@ class TimeRange:
         """Consecutive windows of at most ``window_us`` covering the range, oldest first."""
         if window_us <= 0:
             raise ValueError("window must be positive")
-        bounds = list(range(self.start_us, self.end_us, window_us)) + [self.end_us]
-        return [TimeRange(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        bounds = [*range(self.start_us, self.end_us, window_us), self.end_us]
+        return [TimeRange(a, b) for a, b in pairwise(bounds)]
 
     def halves(self) -> tuple[TimeRange, TimeRange]:
         """The range cut in two at its middle."""
