@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench-enrich bench-attribution bench-redis clean
+.PHONY: demo test lint typecheck unit proto bench bench-enrich bench-attribution bench-redis clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+# End-to-end over real gRPC sockets, one process per party: the service against a bare
+# pass-through, latency, session and batch-size sweeps (prints Markdown; not a test).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.harness
 
 # In-process cost of the span path (prints figures; not a test).
 bench-enrich: $(STAMP)
