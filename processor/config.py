@@ -7,7 +7,7 @@ import math
 import os
 import re
 import ssl
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -484,17 +484,8 @@ class ReceiverAuthConfig(_Frozen):
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
         """Apply the file/environment token sources and the token rules."""
-        auth = handler(data)
-        context = _load_context(info)
-        if context is None:
-            return auth
-        try:
-            token = _resolve_secret(
-                _RECEIVER_TOKEN, auth.token, auth.token_file, False, context.env
-            )
-        except _TokenProblem as problem:
-            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
-        return auth.model_copy(update={"token": token})
+        resolved: Self = _with_secret(cls, data, handler, info, _RECEIVER_TOKEN, lambda _: False)
+        return resolved
 
 
 class RateLimitConfig(_Frozen):
@@ -647,15 +638,8 @@ class ApiConfig(_Frozen):
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
         """Apply the file/environment token sources and the token rules."""
-        api = handler(data)
-        context = _load_context(info)
-        if context is None:
-            return api
-        try:
-            token = _resolve_api_token(api, context.env)
-        except _TokenProblem as problem:
-            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
-        return api.model_copy(update={"token": token})
+        resolved: Self = _with_secret(cls, data, handler, info, _API_TOKEN, lambda a: a.enabled)
+        return resolved
 
 
 _TOKEN_REQUIRED = (
@@ -698,9 +682,33 @@ _API_TOKEN = _SecretRule("token", "token_file", TOKEN_ENV_VAR, MIN_TOKEN_LENGTH,
 _RECEIVER_TOKEN = _SecretRule("token", "token_file", RECEIVER_TOKEN_ENV_VAR, 16, "")
 
 
-def _resolve_api_token(api: ApiConfig, env: Mapping[str, str]) -> SecretStr | None:
-    """Apply the token sources and rules; raises _TokenProblem (without the token in it)."""
-    return _resolve_secret(_API_TOKEN, api.token, api.token_file, api.enabled, env)
+def _with_secret(
+    cls: type[BaseModel],
+    data: Any,
+    handler: ModelWrapValidatorHandler[Any],
+    info: ValidationInfo,
+    rule: _SecretRule,
+    enabled: Callable[[Any], bool],
+) -> Any:
+    """Body of a section's wrap validator: resolve ``rule``'s secret into the section.
+
+    Outside :func:`parse_config` (a section built in code) the value is taken as given.
+    """
+    section = handler(data)
+    context = _load_context(info)
+    if context is None:
+        return section
+    try:
+        value = _resolve_secret(
+            rule,
+            getattr(section, rule.value_key),
+            getattr(section, rule.file_key),
+            enabled(section),
+            context.env,
+        )
+    except _TokenProblem as problem:
+        raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+    return section.model_copy(update={rule.value_key: value})
 
 
 def _resolve_secret(
@@ -899,17 +907,10 @@ class OpenWebUIWebhookConfig(_Frozen):
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
         """Apply the file/environment secret sources and the secret rules."""
-        hook = handler(data)
-        context = _load_context(info)
-        if context is None:
-            return hook
-        try:
-            secret = _resolve_secret(
-                _WEBHOOK_SECRET, hook.secret, hook.secret_file, hook.enabled, context.env
-            )
-        except _TokenProblem as problem:
-            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
-        return hook.model_copy(update={"secret": secret})
+        resolved: Self = _with_secret(
+            cls, data, handler, info, _WEBHOOK_SECRET, lambda h: h.enabled
+        )
+        return resolved
 
 
 class WebhooksConfig(_Frozen):
@@ -945,21 +946,8 @@ class IdentityConfig(_Frozen):
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
         """Apply the file/environment key sources and the key rules."""
-        identity = handler(data)
-        context = _load_context(info)
-        if context is None:
-            return identity
-        try:
-            key = _resolve_secret(
-                _HASH_KEY,
-                identity.hash_key,
-                identity.hash_key_file,
-                identity.hash_emails,
-                context.env,
-            )
-        except _TokenProblem as problem:
-            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
-        return identity.model_copy(update={"hash_key": key})
+        resolved: Self = _with_secret(cls, data, handler, info, _HASH_KEY, lambda i: i.hash_emails)
+        return resolved
 
 
 class PriceConfig(_Frozen):

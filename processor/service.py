@@ -34,7 +34,7 @@ from processor.api.grpc_sessions import SessionServicer
 from processor.api.http import HttpApi
 from processor.api.intake import SessionIntake, TokenAuth
 from processor.api.webhooks import OpenWebUIWebhook
-from processor.config import Config, split_endpoint
+from processor.config import Config, TlsConfig, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
@@ -355,24 +355,9 @@ class Service:
         if not endpoint:
             return None
         runner = build_runner(self._otlp_http)
-        await runner.setup()
-        host, port = split_endpoint(endpoint)
-        tls = self.config.receiver.tls
-        site = web.TCPSite(
-            runner,
-            host,
-            port,
-            reuse_port=False,
-            ssl_context=http_ssl_context(tls) if tls.enabled else None,
-        )
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
+        address = await _listen(runner, endpoint, self.config.receiver.tls)
         self._otlp_http_runner = runner
-        bound: int = runner.addresses[0][1]
-        return _join(host, bound)
+        return address
 
     async def _start_http(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
         api = HttpApi(
@@ -387,20 +372,9 @@ class Service:
             on_limited=self._on_rate_limited,
         )
         runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, port = split_endpoint(self.config.api.endpoint)
-        tls = self.config.api.tls
-        site = web.TCPSite(
-            runner,
-            host,
-            port,
-            reuse_port=False,
-            ssl_context=http_ssl_context(tls) if tls.enabled else None,
-        )
-        await site.start()
+        address = await _listen(runner, self.config.api.endpoint, self.config.api.tls)
         self._http_runner = runner
-        bound: int = runner.addresses[0][1]
-        return _join(host, bound)
+        return address
 
     async def _sweep(self) -> None:
         """Drop ended sessions periodically and publish the store size."""
@@ -480,6 +454,26 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _listen(runner: web.AppRunner, endpoint: str, tls: TlsConfig) -> str:
+    """Serve ``runner``'s app on ``endpoint`` (TLS when configured); the bound address."""
+    await runner.setup()
+    host, port = split_endpoint(endpoint)
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        reuse_port=False,
+        ssl_context=http_ssl_context(tls) if tls.enabled else None,
+    )
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    bound: int = runner.addresses[0][1]
+    return _join(host, bound)
 
 
 def _join(host: str, port: int) -> str:

@@ -33,7 +33,7 @@ _COMPRESSION = {"gzip": grpc.Compression.Gzip, "none": grpc.Compression.NoCompre
 PartialSuccessHook = Callable[[int, str], None]
 
 
-class _ExporterConfigLike(Protocol):
+class ExporterConfigLike(Protocol):
     """Read-only view of ``processor.config.ExporterConfig`` (structural, to avoid the import)."""
 
     @property
@@ -68,7 +68,7 @@ class GrpcExporterSettings:
             raise ValueError(f"compression must be one of {sorted(_COMPRESSION)}")
 
     @classmethod
-    def from_config(cls, cfg: _ExporterConfigLike) -> GrpcExporterSettings:
+    def from_config(cls, cfg: ExporterConfigLike) -> GrpcExporterSettings:
         """Build settings from an ``ExporterConfig``-shaped object."""
         return cls(
             endpoint=cfg.endpoint,

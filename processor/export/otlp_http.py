@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from processor.errors import ConfigError, Problem
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
-from processor.export.otlp_grpc import PartialSuccessHook
+from processor.export.otlp_grpc import ExporterConfigLike, PartialSuccessHook
 
 __all__ = ["RETRYABLE_STATUSES", "HttpExporterSettings", "OtlpHttpSender", "parse_retry_after"]
 
@@ -46,23 +46,11 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 _OFFLOAD_BYTES = 256 * 1024
 
 
-class _HttpExporterConfigLike(Protocol):
-    """Read-only view of ``processor.config.ExporterConfig`` (structural, to avoid the import)."""
+class _HttpExporterConfigLike(ExporterConfigLike, Protocol):
+    """The gRPC exporter's config view plus the HTTP path."""
 
     @property
-    def endpoint(self) -> str: ...
-    @property
     def http_path(self) -> str: ...
-    @property
-    def insecure(self) -> bool: ...
-    @property
-    def ca_file(self) -> str | None: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def compression(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
