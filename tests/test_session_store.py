@@ -109,3 +109,33 @@ def test_long_and_short_sessions_mix() -> None:
     store = store_with(Session(IP, MIKE, 0, 10_000), *sessions, limit=1000)
     assert set(store.users_at(IP, 1002).users) == {MIKE, User(id="u0")}
     assert store.users_at(IP, 1008).users == (MIKE,)
+
+
+def test_request_events_share_users_and_expire_in_order() -> None:
+    """Events keep their user, model and trace, share equal users, and expire by time."""
+    store = MemorySessionStore(100)
+    for n in range(5):
+        user = User(id="mike", email="mike.chen@example.com")  # a fresh, equal object
+        store.add(
+            Session(
+                IP, user, 100 + n, 100 + n, model="gpt-4o", trace_id=f"{n:032x}", kind="request"
+            )
+        )
+    events = store.events_near(IP, 0, 1000)
+    assert [e.start_ns for e in events] == [100, 101, 102, 103, 104]
+    assert all(e.user is events[0].user for e in events)
+    assert events[2].trace_id == f"{2:032x}" and events[2].model == "gpt-4o"
+    assert store.expire(102) == 2
+    assert [e.start_ns for e in store.events_near(IP, 0, 1000)] == [102, 103, 104]
+    assert len(store) == 3
+
+
+def test_events_are_evicted_oldest_first_when_full() -> None:
+    """Past the bound, the oldest request events go before any long session."""
+    store = MemorySessionStore(3)
+    store.add(Session(IP, MIKE, 0, 10_000))
+    for t in (300, 100, 200):
+        store.add(Session(IP, ANA, t, t, kind="request"))
+    assert store.evicted == 1
+    assert [e.start_ns for e in store.events_near(IP, 0, 1000)] == [100, 200]
+    assert store.users_at(IP, 50).users == (MIKE,)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 
 from processor.model import Session, User
+from processor.sessions.events import EventIndex
 from processor.sessions.store import NEVER, Match
 
 
@@ -45,18 +46,18 @@ class MemorySessionStore:
         self._max = max_sessions
         self._by_seq: dict[int, Session] = {}
         self._by_ip: dict[str, _AddressSessions] = {}
-        self._events_by_ip: dict[str, _AddressSessions] = {}
+        self._events = EventIndex()
         self._ends: list[tuple[int, int]] = []  # lazy heap of (end_ns, seq)
         self._seq = count()
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self._by_seq)
+        return len(self._by_seq) + len(self._events)
 
     def add(self, session: Session) -> None:
         """Store ``session``; a push that overlaps the same user's session extends it."""
         if session.kind == "request":
-            self._put(self._events_by_ip.setdefault(session.source_ip, _AddressSessions()), session)
+            self._events.add(session)
             self._evict()
             return
         entry = self._by_ip.setdefault(session.source_ip, _AddressSessions())
@@ -92,14 +93,11 @@ class MemorySessionStore:
 
     def events_near(self, ip: str, lo_ns: int, hi_ns: int) -> list[Session]:
         """Request events on ``ip`` at times within [lo_ns, hi_ns], oldest first."""
-        entry = self._events_by_ip.get(ip)
-        if entry is None:
-            return []
-        return [self._by_seq[seq] for seq in self._started_in(entry, lo_ns, hi_ns)]
+        return self._events.near(ip, lo_ns, hi_ns)
 
     def has_events(self, ip: str) -> bool:
         """True when any request event is held for ``ip``."""
-        return ip in self._events_by_ip
+        return self._events.has(ip)
 
     def users_at(self, ip: str, t_ns: int) -> Match:
         """Distinct users whose session on ``ip`` covers ``t_ns``, and until when that holds."""
@@ -118,8 +116,8 @@ class MemorySessionStore:
         return Match(found, until)
 
     def expire(self, now_ns: int) -> int:
-        """Drop every session whose end is before ``now_ns``."""
-        dropped = 0
+        """Drop every session and event whose end is before ``now_ns``."""
+        dropped = self._events.expire(now_ns)
         while self._ends and self._ends[0][0] < now_ns:
             end_ns, seq = heapq.heappop(self._ends)
             current = self._by_seq.get(seq)
@@ -154,15 +152,16 @@ class MemorySessionStore:
             heapq.heapify(self._ends)
 
     def _evict(self) -> None:
-        while len(self._by_seq) > self._max:
-            self._pop(next(iter(self._by_seq)))
+        """Past the bound, drop request events first (oldest first), then sessions."""
+        while len(self) > self._max:
+            if not self._events.evict_oldest():
+                self._pop(next(iter(self._by_seq)))
             self.evicted += 1
 
     def _pop(self, seq: int) -> Session:
         session = self._by_seq.pop(seq)
-        index = self._events_by_ip if session.kind == "request" else self._by_ip
-        entry = index[session.source_ip]
+        entry = self._by_ip[session.source_ip]
         entry.remove(session.start_ns, seq)
         if not entry.seqs:
-            del index[session.source_ip]
+            del self._by_ip[session.source_ip]
         return session
