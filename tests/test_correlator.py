@@ -248,13 +248,24 @@ def test_events_take_precedence_over_long_sessions() -> None:
     assert who(span) == ("ana.lima@example.com", "session", "high")
 
 
-def test_matching_event_arriving_later_releases_early() -> None:
-    """A held span is released when an event that explains it alone arrives."""
+def test_events_arriving_later_are_weighed_at_the_deadline() -> None:
+    """Events after the span never release it early: a second user's event still counts."""
     kit = Kit(hold_ms=3000)
-    assert kit.receive(request_of(gateway_span())).held == 1
-    out = kit.add(event(MIKE, T0 - 300 * MS), now=T0 + S)
+    assert kit.receive(request_of(gateway_span(trace=1), gateway_span(trace=2))).held == 2
+    early = kit.add(event(MIKE, T0 - 300 * MS), now=T0 + S)
+    assert early.released_early == 0 and sent(early) == []
+    kit.add(event(ANA, T0 - 200 * MS), now=T0 + S + 100 * MS)
+    out = kit.correlator.tick(T0 + 3 * S)
+    assert [who(s) for s in sent(out)] == [(None, "session", "ambiguous")] * 2
+
+
+def test_event_with_trace_id_releases_early() -> None:
+    """An event naming the trace is exact: its spans go out at once."""
+    kit = Kit(hold_ms=3000)
+    kit.receive(request_of(gateway_span(trace=5)))
+    out = kit.add(event(MIKE, T0 - 300 * MS, trace_id=(5).to_bytes(16, "big").hex()))
     assert out.released_early == 1
-    assert [who(s) for s in sent(out)] == [("mike.chen@example.com", "session", "high")]
+    assert [who(s) for s in sent(out)] == [(MIKE.email, "trace", "exact")]
 
 
 # ---------------------------------------------------------------- the directory link

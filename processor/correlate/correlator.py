@@ -279,25 +279,18 @@ class Correlator:
     # ------------------------------------------------------------------ later identity
 
     def on_session(self, session: Session, now_ns: int) -> Outcome:
-        """Release held spans that a newly stored session or event now explains."""
+        """Release the held spans of a trace that a newly stored event names.
+
+        An event without a trace id releases nothing early: another user's event
+        for the same window may still arrive (webhooks and filters are not
+        ordered), so timing-based matches are decided at the deadline, with every
+        event that arrived by then.
+        """
         out = Outcome()
         if session.trace_id:
             trace_id = bytes.fromhex(session.trace_id)
             if self._traces.put(trace_id, session.user, now_ns):
                 self._release_trace(trace_id, out)
-        if session.kind == "request":
-            ready = []
-            lo, hi = self._resolver.span_window(session.start_ns)
-            for held in self._hold.at_address(session.source_ip):
-                if not lo <= held.facts.start_ns <= hi:
-                    continue
-                a = self._resolve(held.facts)
-                if a is not None and a.user is not None and a.confidence != "ambiguous":
-                    ready.append((held, a))
-            released = [self._hold.release(h) for h, _ in ready]
-            by_span = {id(h): a for h, a in ready}
-            out.released_early += len(released)
-            self._emit(released, out, lambda h: by_span[id(h)])
         return out
 
     def learn_trace(self, trace_id: bytes, user: User, now_ns: int) -> Outcome:

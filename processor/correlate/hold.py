@@ -6,7 +6,6 @@ The caller supplies the time; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 
 from processor.correlate.resolve import SpanFacts
 from processor.correlate.usage import Usage
@@ -53,18 +52,15 @@ class HeldSpan:
 class HoldBuffer:
     """FIFO of held spans (every hold has the same length, so FIFO is deadline order).
 
-    Indexed by trace id and by source address so that an arriving identity
-    releases exactly the spans it explains. Released entries are flagged and
-    skipped lazily, which keeps every operation O(released).
+    Indexed by trace id so that an arriving trace identity releases exactly the
+    spans of that trace. Released entries are flagged and skipped lazily, which
+    keeps every operation O(released).
     """
 
     def __init__(self, max_spans: int) -> None:
         self._max = max_spans
         self._queue: deque[HeldSpan] = deque()
         self._by_trace: dict[bytes, list[HeldSpan]] = {}
-        # Per address in arrival order; released entries are dropped from the
-        # front lazily (an address may hold most of the buffer).
-        self._by_ip: dict[str, deque[HeldSpan]] = {}
         self._live = 0
 
     def __len__(self) -> int:
@@ -73,9 +69,8 @@ class HoldBuffer:
     def add(self, held: HeldSpan) -> list[HeldSpan]:
         """Hold ``held``; returns the oldest spans forced out when the buffer was full."""
         self._queue.append(held)
-        self._by_trace.setdefault(held.trace_id, []).append(held)
-        if held.facts.ip is not None:
-            self._by_ip.setdefault(held.facts.ip, deque()).append(held)
+        if held.trace_id:
+            self._by_trace.setdefault(held.trace_id, []).append(held)
         self._live += 1
         forced = []
         while self._live > self._max:
@@ -95,20 +90,11 @@ class HoldBuffer:
         """Release every span of ``trace_id``."""
         return [self._release(h) for h in self._by_trace.pop(trace_id, ()) if not h.done]
 
-    def at_address(self, ip: str) -> Iterator[HeldSpan]:
-        """Spans held for ``ip`` (not released; see :meth:`release`)."""
-        return (h for h in self._by_ip.get(ip, ()) if not h.done)
-
-    def release(self, held: HeldSpan) -> HeldSpan:
-        """Release one span obtained from :meth:`at_address`."""
-        return self._release(held)
-
     def drain(self) -> list[HeldSpan]:
         """Release everything (shutdown)."""
         out = [self._release(h) for h in self._queue if not h.done]
         self._queue.clear()
         self._by_trace.clear()
-        self._by_ip.clear()
         return out
 
     def _pop_oldest(self) -> HeldSpan:
@@ -126,11 +112,4 @@ class HoldBuffer:
                 bucket.remove(held)  # a trace holds a handful of spans
             if not bucket:
                 del self._by_trace[held.trace_id]
-        ip = held.facts.ip
-        if ip is not None:
-            queue = self._by_ip.get(ip)
-            while queue and queue[0].done:
-                queue.popleft()
-            if queue is not None and not queue:
-                del self._by_ip[ip]
         return held
