@@ -166,14 +166,18 @@ class Pipeline:
         self._dispatch(outcome)
 
     def _dispatch(self, outcome: Outcome) -> None:
-        self._record(outcome)
-        if self._on_learned is not None:
-            for trace_id, user in outcome.learned:
-                self._on_learned(trace_id, user)
+        """Queue the outcome's payloads first; bookkeeping errors must not lose them."""
         if outcome.current is not None:
             self._enqueue(outcome.current)
         for payload in outcome.released:
             self._enqueue(payload)
+        try:
+            self._record(outcome)
+            if self._on_learned is not None:
+                for trace_id, user in outcome.learned:
+                    self._on_learned(trace_id, user)
+        except Exception:
+            log.exception("outcome_bookkeeping_failed", hint="spans were queued; metrics may lag")
 
     def _enqueue(self, payload: Payload) -> None:
         self.queue.put(Batch(payload.data, payload.spans, payload.tags))
@@ -209,7 +213,10 @@ class Pipeline:
                     self._outstanding[tag] = left
                 else:
                     self._outstanding.pop(tag, None)
-                    self._spool.remove(tag)
+                    try:
+                        self._spool.remove(tag)
+                    except OSError as exc:
+                        log.error("spool_remove_failed", tag=tag, error=str(exc))
         self._gauges()
 
     def _gauges(self) -> None:

@@ -380,7 +380,10 @@ class Service:
         """Drop ended sessions periodically and publish the store size."""
         while True:
             await asyncio.sleep(self.config.sessions.sweep_interval)
-            self.sweep_once()
+            try:
+                self.sweep_once()
+            except Exception:  # keep sweeping; a dead sweeper would grow the store
+                log.exception("sweep_failed")
 
     def sweep_once(self) -> int:
         """One expiry pass at the injected clock's now; returns sessions dropped."""
@@ -397,7 +400,10 @@ class Service:
         interval = min(MAX_TICK_S, self.config.correlation.hold / 10)
         while True:
             await asyncio.sleep(interval)
-            self.pipeline.tick()
+            try:
+                self.pipeline.tick()
+            except Exception:  # keep ticking; held spans must keep leaving
+                log.exception("hold_tick_failed")
 
     def _publish_directory(self, directory: Directory) -> None:
         self.correlator.directory = directory
@@ -450,9 +456,10 @@ def _hasher(config: Config) -> EmailHasher | None:
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Stop a background task; its own failure must not abort a shutdown."""
     if task is not None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 

@@ -149,3 +149,37 @@ async def test_queue_full_backpressure_then_everything_delivered(clock: Clock) -
     print(f"queue full: sent=50 delivered={len(sink.span_ids())} refusals={backpressured:g}")
     assert results == [SpanExportResult.SUCCESS] * 5
     assert len(sink.span_ids()) == 50
+
+
+async def test_bad_ok_answer_does_not_stop_exporting(clock: Clock) -> None:
+    """An OK answer whose body does not parse still counts as delivered; export goes on."""
+    from processor.export.queue import Batch, ExportQueue
+
+    class Garbled:
+        """A sender whose first send raises something it should not."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def send(self, payload: bytes) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise AttributeError("'NoneType' object has no attribute 'partial_success'")
+
+    delivered: list[Batch] = []
+    dropped: list[Batch] = []
+    queue = ExportQueue(
+        Garbled(),
+        size=10,
+        max_bytes=1 << 20,
+        consumers=1,
+        on_delivered=delivered.append,
+        on_dropped=lambda b, _: dropped.append(b),
+    )
+    queue.start()
+    queue.put(Batch(b"a", 1))
+    queue.put(Batch(b"b", 1))
+    left = await queue.drain(5)
+    assert (
+        left == [] and [b.data for b in dropped] == [b"a"] and [b.data for b in delivered] == [b"b"]
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from structlog.testing import capture_logs
 
 from processor.export.spool import MAGIC, Spool
@@ -49,7 +50,7 @@ def test_corrupt_files_are_quarantined(tmp_path: Path, content: bytes, problem: 
         spool = Spool(tmp_path, 1 << 20)
         assert spool.open() == []
     assert spool.quarantined == 1
-    assert (tmp_path / "quarantine" / f"{7:020d}.req").exists()
+    assert len(list((tmp_path / "quarantine").glob(f"{7:020d}-*.req"))) == 1
     (event,) = [e for e in logs if e["event"] == "spool_file_quarantined"]
     assert event["problem"].startswith(problem)
 
@@ -59,3 +60,19 @@ def test_interrupted_write_leaves_no_entry(tmp_path: Path) -> None:
     (tmp_path / f"{3:020d}.tmp").write_bytes(MAGIC)
     assert Spool(tmp_path, 1 << 20).open() == []
     assert not list(tmp_path.glob("*.tmp"))
+
+
+async def test_cancelled_write_leaves_no_file(tmp_path: Path) -> None:
+    """A write whose caller gave up is not replayed later (the sender will retry)."""
+    import asyncio
+
+    spool = Spool(tmp_path, 1 << 20)
+    spool.open()
+    task = asyncio.create_task(spool.append(b"x" * 1000))
+    await asyncio.sleep(0)  # let the write start in its thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The write finishes in its thread, then the file goes: wait for that state.
+    await wait_until(lambda: not any(tmp_path.glob("*.req")), timeout_s=10)
+    assert spool.bytes_used == 0

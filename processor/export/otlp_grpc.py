@@ -131,7 +131,8 @@ class OtlpGrpcSender:
             response = await export(payload, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise _export_failed(err) from err
-        self._note_partial_success(response)
+        if response is not None:  # None: an OK answer whose body did not parse
+            self._note_partial_success(response)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Close the channel, cancelling in-flight calls after ``grace`` seconds."""

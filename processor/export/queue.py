@@ -125,6 +125,8 @@ class ExportQueue:
     async def _deliver(self, batch: Batch) -> None:
         try:
             await self._sender.send(batch.data)
+        except asyncio.CancelledError:
+            raise
         except DownstreamError as exc:
             if exc.code == SHUTDOWN_CODE or (exc.retryable and self._stopping):
                 return  # stays in flight: drain() reports it as not delivered
@@ -137,8 +139,18 @@ class ExportQueue:
             else:
                 self._on_dropped(batch, exc)
             return
+        except Exception:  # our bug: never let it kill the consumer
+            log.exception("export_failed_unexpectedly", spans=batch.spans)
+            self._finish(batch)
+            self._on_dropped(
+                batch, DownstreamError("unexpected error", code="INTERNAL", retryable=False)
+            )
+            return
         self._finish(batch)
-        self._on_delivered(batch)
+        try:
+            self._on_delivered(batch)
+        except Exception:
+            log.exception("delivery_bookkeeping_failed", spans=batch.spans)
 
     def _finish(self, batch: Batch) -> None:
         self._in_flight.pop(id(batch), None)

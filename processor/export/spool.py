@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,8 +74,15 @@ class Spool:
         tag = self._next
         self._next += 1
         self._track(tag, len(data) + _HEADER.size)
+        write = asyncio.ensure_future(asyncio.to_thread(self._write, tag, data))
         try:
-            await asyncio.to_thread(self._write, tag, data)
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # The caller gave up (its deadline, shutdown): the sender was not
+            # answered and will retry, so the file must not survive to be replayed.
+            write.add_done_callback(lambda _: self._path(tag).unlink(missing_ok=True))
+            self._untrack(tag)
+            raise
         except BaseException:
             self._untrack(tag)
             raise
@@ -124,7 +132,8 @@ class Spool:
 
     def _quarantine_file(self, path: Path, problem: str) -> None:
         self._quarantine.mkdir(exist_ok=True)
-        target = self._quarantine / path.name
+        # Tags restart after a clean run, so names repeat: never overwrite.
+        target = self._quarantine / f"{path.stem}-{time.time_ns()}{path.suffix}"
         os.replace(path, target)
         self.quarantined += 1
         log.error(

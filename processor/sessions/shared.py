@@ -16,6 +16,7 @@ and on reconnection flushes the outbox and reloads the state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 from collections import deque
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from processor.model import Session, User
 
@@ -49,18 +50,28 @@ def session_to_json(session: Session) -> dict[str, Any]:
     return data
 
 
+def user_from_json(user: dict[str, Any]) -> User:
+    """A user from a shared record, every field coerced to text."""
+    return User(
+        id=str(user["id"]),
+        email=str(user["email"]),
+        name=str(user["name"]),
+        roles=tuple(str(r) for r in user["roles"]),
+        team=str(user.get("team", "")),
+    )
+
+
+def _change_id(raw: bytes | str) -> str:
+    """A change's identity: a digest of its bytes (valid or not, parsed or not)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def session_from_json(data: dict[str, Any]) -> Session:
     """The inverse of :func:`session_to_json`; KeyError/TypeError on a malformed record."""
-    user = data["user"]
     return Session(
         source_ip=str(data["source_ip"]),
-        user=User(
-            id=str(user["id"]),
-            email=str(user["email"]),
-            name=str(user["name"]),
-            roles=tuple(str(r) for r in user["roles"]),
-            team=str(user.get("team", "")),
-        ),
+        user=user_from_json(data["user"]),
         start_ns=int(data["start_ns"]),
         end_ns=int(data["end_ns"]),
         model=str(data["model"]),
@@ -220,17 +231,24 @@ class RedisShare:
     async def _load_state(self) -> int:
         """Apply every shared change still in Redis (after subscribing, so none is missed)."""
         loaded = 0
-        async for key in self._client.scan_iter(match=f"{self._prefix}*", count=_SCAN_BATCH):
-            value = await self._client.get(key)
-            if value is not None and self._apply(value):
-                loaded += 1
+        for kind in ("s", "c", "t"):
+            pattern = f"{self._prefix}{kind}:*"
+            async for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                try:
+                    value = await self._client.get(key)
+                except ResponseError:  # not a string: not ours, whatever its name
+                    continue
+                if value is not None and self._apply(value):
+                    loaded += 1
         return loaded
 
     def _apply(self, raw: bytes | str) -> bool:
         """Apply one change from another replica; False for ours or a malformed one."""
+        if not self._first_time(_change_id(raw)):
+            return False
         try:
             data = json.loads(raw)
-            if data["r"] == self.replica or not self._first_time(str(data["id"])):
+            if data["r"] == self.replica:
                 return False
             kind = data["k"]
             if kind == "s":
