@@ -223,6 +223,7 @@ class Service:
             await self._http_runner.cleanup()
         await _cancel(self._ticker)
         held = self.correlator.held
+        self._sender.hurry()  # no batch sleeps through the drain in a long backoff
         spooled, lost = await self.pipeline.drain(self.config.exporter.queue.drain_timeout)
         await self._sender.shutdown()
         await self._push.shutdown()

@@ -581,3 +581,33 @@ def test_policy_rejects_bad_parameters(overrides: dict[str, float]) -> None:
     """RetryPolicy refuses parameters that make the backoff meaningless."""
     with pytest.raises(ValueError, match="invalid retry policy"):
         _policy(**overrides)
+
+
+async def test_hurry_ends_a_long_backoff() -> None:
+    """During the shutdown drain, a batch in a 30 s backoff is retried at once."""
+    from processor.errors import DownstreamError
+    from processor.export import RetryPolicy, RetrySender
+
+    class FlakyOnce:
+        """Fails once with UNAVAILABLE, then succeeds."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.failed = asyncio.Event()
+
+        async def send(self, payload: bytes) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                self.failed.set()
+                raise DownstreamError("down", code="UNAVAILABLE", retryable=True)
+
+    inner = FlakyOnce()
+    policy = RetryPolicy(initial_interval=30, max_interval=30, max_elapsed=300, jitter=0)
+    sender = RetrySender(inner, policy)
+    sending = asyncio.create_task(sender.send(b"x"))
+    await inner.failed.wait()
+    await asyncio.sleep(0)  # the send is now in its 30 s backoff
+    sender.hurry()
+    async with asyncio.timeout(5):
+        await sending
+    assert inner.calls == 2

@@ -99,6 +99,11 @@ async def event_sleep(delay: float, stop: asyncio.Event) -> None:
         pass
 
 
+# Backoff cap while shutdown drains the queue: frequent enough to use the last
+# seconds, slow enough not to spin against a downstream that is still down.
+HURRY_DELAY_S = 0.2
+
+
 class RetrySender:
     """Sender that retries retryable DownstreamErrors of the wrapped sender with backoff.
 
@@ -125,6 +130,9 @@ class RetrySender:
         self._rng = rng if rng is not None else random.Random()
         self._on_retry = on_retry
         self._stopped = asyncio.Event()
+        self._wake = asyncio.Event()  # set by shutdown() and hurry(): ends pending sleeps
+        self._never = asyncio.Event()
+        self._hurry = False
 
     async def send(self, payload: bytes) -> None:
         """Send ``payload``, retrying until success, a permanent error or the time budget."""
@@ -143,6 +151,16 @@ class RetrySender:
     async def shutdown(self) -> None:
         """Stop retrying: interrupt pending backoffs and make their sends raise."""
         self._stopped.set()
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """Shutdown is draining: end pending backoffs now and retry at short intervals.
+
+        A batch must not sleep through the drain deadline in a 30 s backoff when
+        the downstream may be back.
+        """
+        self._hurry = True
+        self._wake.set()
 
     async def _back_off(
         self, err: DownstreamError, *, attempt: int, interval: float, start: float
@@ -156,8 +174,11 @@ class RetrySender:
         budget = self._policy.max_elapsed
         if budget > 0 and self._clock() - start + delay > budget:
             raise err
+        if self._hurry:
+            delay = min(delay, HURRY_DELAY_S)
         self._announce(attempt, delay, err.code)
-        await self._sleep(delay, self._stopped)
+        # Once hurried, sleeps are short and no longer wait on the (set) wake event.
+        await self._sleep(delay, self._never if self._hurry else self._wake)
         if self._stopped.is_set():
             raise _abandoned(err) from err
 
