@@ -15,7 +15,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processor.correlate.correlator import Correlator, Outcome, Payload
+from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
 from processor.errors import DownstreamError, EnricherError
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
@@ -151,11 +151,12 @@ class Pipeline:
     def _process(self, request: ExportTraceServiceRequest, raw: bytes, tag: int) -> None:
         try:
             outcome = self.correlator.receive(request, raw, self._clock_ns(), tag)
-        except Exception:  # fail open: the request goes on exactly as it came
+        except CorrelationFailed as failed:  # fail open: the request goes on as it came
             log.exception("correlation_failed", hint="the request is forwarded unenriched")
-            spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            original = ExportTraceServiceRequest.FromString(raw)  # ``request`` may be changed
+            spans = sum(len(ss.spans) for rs in original.resource_spans for ss in rs.scope_spans)
             self._metrics.enrich_failures.inc(spans)
-            outcome = Outcome(spans=spans)
+            outcome = Outcome(spans=spans, released=failed.released)
             outcome.current = Payload(raw, spans, _one(tag))
         units = (1 if outcome.current is not None else 0) + outcome.held
         if self._spool is not None:

@@ -19,6 +19,7 @@ from correlation_kit import (
     kv,
     request_of,
     sent,
+    spans_of,
     webui_span,
     who,
 )
@@ -401,3 +402,26 @@ def test_every_written_key_contains_user() -> None:
     from processor.correlate.identity import WRITTEN_KEYS
 
     assert all("user" in key for key in WRITTEN_KEYS)
+
+
+def test_failed_request_undoes_its_holds_and_keeps_released_spans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that fails as a whole leaves nothing held, and forced-out spans still go."""
+    from processor.correlate import correlator as module
+
+    kit = Kit(hold_ms=3000, max_held=1)
+    kit.receive(request_of(gateway_span(trace=1)))
+    assert kit.correlator.held == 1
+
+    def boom(request: ExportTraceServiceRequest) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(module, "_drop_empty", boom)
+    req = request_of(gateway_span(trace=2))
+    with pytest.raises(module.CorrelationFailed) as caught:
+        kit.correlator.receive(req, req.SerializeToString(), T0)
+    (released,) = caught.value.released
+    assert [s.trace_id[-1] for s in spans_of(released.data)] == [1]
+    assert kit.correlator.held == 0
+    assert sent(kit.correlator.drain()) == []

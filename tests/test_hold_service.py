@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import grpc
+import pytest
 from conftest import TOKEN, Clock, service_config
 from correlation_kit import GW, MIKE, MS, S, attrs, event, gateway_span, request_of, who
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -95,3 +96,31 @@ async def test_pushed_event_attributes_held_span_at_deadline(sink: TraceSink, cl
 
 def _rfc3339(t_ns: int) -> str:
     return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_request_failing_as_a_whole_is_forwarded_as_received(
+    sink: TraceSink, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail open: the request goes on unenriched, spans forced out meanwhile go too, once."""
+    from processor.correlate import correlator as module
+
+    svc = Service(
+        service_config(sink.endpoint, correlation={"hold": "3s", "max_held_spans": 1}),
+        clock_ns=clock,
+    )
+    await svc.start()
+    try:
+        await export(svc.addresses.grpc, request_of(gateway_span(trace=1)))
+
+        def boom(request: object) -> None:
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(module, "_drop_empty", boom)
+        await export(svc.addresses.grpc, request_of(gateway_span(trace=2)))
+        spans = await sink.wait_for_spans(2)
+    finally:
+        await svc.shutdown(grace_s=1.0)
+    assert sorted(s.trace_id[-1] for s in sink.spans()) == [1, 2]
+    assert len(spans) == 2
+    failures = svc.metrics.registry.get_sample_value("user_enricher_enrich_failures_total")
+    assert failures == 1

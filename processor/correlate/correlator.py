@@ -88,6 +88,15 @@ class Outcome:
 Decide = Callable[[HeldSpan], Attribution | None]
 
 
+class CorrelationFailed(Exception):
+    """``receive`` failed as a whole; ``released`` must still be sent (spans of earlier
+    requests that left the hold meanwhile). This request's holds were undone."""
+
+    def __init__(self, released: list[Payload]) -> None:
+        super().__init__("correlation failed")
+        self.released = released
+
+
 class Correlator:
     """Owns held spans and trace identities; sessions and the directory are injected."""
 
@@ -116,6 +125,7 @@ class Correlator:
         self._normalize = AddressNormalizer()
         self._encoder = AttributionEncoder(rules.hasher)
         self._usage = usage
+        self._holding: list[HeldSpan] = []  # held by the receive() in progress
 
     @property
     def held(self) -> int:
@@ -133,6 +143,28 @@ class Correlator:
         that release them (see :class:`Payload`).
         """
         out = Outcome()
+        self._holding = []
+        try:
+            return self._receive(request, raw, now_ns, tag, out)
+        except Exception as exc:
+            # Undo this request's holds that have not left yet, so that forwarding
+            # the request as received does not send them twice; spans released
+            # meanwhile (other requests' too) still go out with the fallback.
+            for held in self._holding:
+                if not held.done:
+                    self._hold.release(held)
+            raise CorrelationFailed(out.released) from exc
+        finally:
+            self._holding = []
+
+    def _receive(
+        self,
+        request: ExportTraceServiceRequest,
+        raw: bytes,
+        now_ns: int,
+        tag: int,
+        out: Outcome,
+    ) -> Outcome:
         check = self._reader.maybe_present(raw)
         # Only requests that hold LLM calls pay for reading usage.
         usage = self._usage if self._usage is not None and _LLM_MARK in raw else None
@@ -271,6 +303,7 @@ class Correlator:
             used,
         )
         out.held += 1
+        self._holding.append(held)
         forced = self._hold.add(held)
         if forced:
             out.forced_out += len(forced)

@@ -90,6 +90,10 @@ class HoldBuffer:
         """Release every span of ``trace_id``."""
         return [self._release(h) for h in self._by_trace.pop(trace_id, ()) if not h.done]
 
+    def release(self, held: HeldSpan) -> HeldSpan:
+        """Take one held span out (it is skipped when its deadline comes)."""
+        return self._release(held)
+
     def drain(self) -> list[HeldSpan]:
         """Release everything (shutdown)."""
         out = [self._release(h) for h in self._queue if not h.done]
