@@ -30,7 +30,6 @@ class UserLabels:
         self._hasher = hasher
         self._team_of = team_of or (lambda user: user.team)
         self._known: dict[str, str] = {}
-        self.overflowed = 0
 
     def __call__(self, user: User | None) -> tuple[str, str]:
         """(user label, team label) for ``user``."""
@@ -42,7 +41,6 @@ class UserLabels:
         if known is not None:
             return known, team
         if len(self._known) >= self._max:
-            self.overflowed += 1
             return OTHER, team
         self._known[label] = label
         return label, team

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 
@@ -60,6 +61,19 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> 
     async with asyncio.timeout(timeout_s):
         while not predicate():  # noqa: ASYNC110 - nothing signals a metric change
             await asyncio.sleep(0.01)
+
+
+async def push_sessions(service: Service, payload: dict[str, Any]) -> None:
+    """POST one session, or ``{"sessions": [...]}``, to the service's API; expect 200."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"http://{service.addresses.http}/v1/sessions",
+            json=payload,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as reply,
+    ):
+        assert reply.status == 200, await reply.text()
 
 
 def free_port() -> int:

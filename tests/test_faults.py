@@ -6,6 +6,7 @@ Each reports sent / acknowledged / delivered / lost counts in its assertion mess
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 from conftest import Clock, free_port, service_config, wait_until
@@ -183,3 +184,28 @@ async def test_bad_ok_answer_does_not_stop_exporting(clock: Clock) -> None:
     assert (
         left == [] and [b.data for b in dropped] == [b"a"] and [b.data for b in delivered] == [b"b"]
     )
+
+
+async def test_full_spool_means_backpressure_not_loss(clock: Clock, tmp_path: Path) -> None:
+    """With the spool at its byte bound, senders are refused until Jaeger takes the backlog."""
+    sink = TraceSink()
+    sink.gate = asyncio.Event()  # the downstream hangs, so nothing leaves the spool
+    await sink.start()
+    queue = {"directory": str(tmp_path / "spool"), "max_spool_bytes": "1MiB"}
+    svc = Service(service_config(sink.endpoint, queue=queue), clock_ns=clock)
+    await svc.start()
+    ledger = Ledger()
+    try:
+        async with grpc.aio.insecure_channel(svc.addresses.grpc) as channel:
+            n = 0
+            while await ledger.send(channel, n * 500, 500) == grpc.StatusCode.OK:
+                n += 1
+                assert n < 100, "the spool bound was never reached"
+            assert ledger.refused == {"RESOURCE_EXHAUSTED": 500}
+            sink.gate.set()
+            await wait_until(lambda: set(ledger.acked) <= set(span_numbers(sink.span_ids())))
+            assert await ledger.send(channel, n * 500, 500) == grpc.StatusCode.OK
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    print(f"spool full: {figures(len(ledger.acked), ledger, sink)}")

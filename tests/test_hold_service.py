@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import aiohttp
 import grpc
 import pytest
-from conftest import TOKEN, Clock, service_config
+from conftest import Clock, push_sessions, service_config
 from correlation_kit import GW, MIKE, MS, S, attrs, event, gateway_span, request_of, who
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -69,21 +68,16 @@ async def test_pushed_event_attributes_held_span_at_deadline(sink: TraceSink, cl
         t0 = clock.now_ns
         await export(svc.addresses.grpc, request_of(gateway_span(start=t0)))
         assert svc.correlator.held == 1
-        async with (
-            aiohttp.ClientSession() as client,
-            client.post(
-                f"http://{svc.addresses.http}/v1/sessions",
-                json={
-                    "kind": "request",
-                    "source_ip": GW,
-                    "user": {"id": MIKE.id, "email": MIKE.email},
-                    "start": _rfc3339(t0 - 200 * MS),
-                    "model": "gpt-4o",
-                },
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ) as reply,
-        ):
-            assert reply.status == 200, await reply.text()
+        await push_sessions(
+            svc,
+            {
+                "kind": "request",
+                "source_ip": GW,
+                "user": {"id": MIKE.id, "email": MIKE.email},
+                "start": _rfc3339(t0 - 200 * MS),
+                "model": "gpt-4o",
+            },
+        )
         assert svc.correlator.held == 1  # not released early: other events may follow
         clock.now_ns += 3 * S
         svc.pipeline.tick()

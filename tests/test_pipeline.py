@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import grpc
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, push_sessions
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -61,19 +60,6 @@ def attr(span: Span, key: str) -> str | None:
     return None
 
 
-async def push_http(service: Service, payload: dict[str, object]) -> None:
-    """Push one session over the HTTP JSON API."""
-    async with (
-        aiohttp.ClientSession() as client,
-        client.post(
-            f"http://{service.addresses.http}/v1/sessions",
-            json=payload,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as response,
-    ):
-        assert response.status == 200, await response.text()
-
-
 async def push_grpc(service: Service, session: pb.Session) -> None:
     """Push one session over the gRPC SessionService."""
     async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:
@@ -100,7 +86,7 @@ async def raw_export(endpoint: str, payload: bytes) -> bytes:
 @pytest.mark.parametrize("gzip", [False, True])
 async def test_sdk_spans_arrive_enriched(service: Service, sink: TraceSink, gzip: bool) -> None:
     """Sessions pushed over HTTP and gRPC attribute the SDK's spans; the sink gets each once."""
-    await push_http(
+    await push_sessions(
         service,
         {
             "source_ip": "172.18.0.5",

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from conftest import TOKEN, Clock, service_config, wait_until
+from conftest import Clock, push_sessions, service_config, wait_until
 from correlation_kit import ANA, GW, MIKE, MS, gateway_span, request_of, webui_span, who
 from fault_kit import EXPORT
 from redis_kit import RedisServer
@@ -66,15 +66,7 @@ async def push(svc: Service, user_id: str, email: str, at_ns: int) -> None:
         "user": {"id": user_id, "email": email},
         "start": rfc3339(at_ns),
     }
-    async with (
-        aiohttp.ClientSession() as client,
-        client.post(
-            f"http://{svc.addresses.http}/v1/sessions",
-            json=body,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as reply,
-    ):
-        assert reply.status == 200, await reply.text()
+    await push_sessions(svc, body)
 
 
 async def export(svc: Service, payload: bytes) -> None:

@@ -85,11 +85,7 @@ class Resolver:
         memo[ip] = (t_ns, match.until_ns, decision)
         return decision
 
-    def span_window(self, event_ns: int) -> tuple[int, int]:
-        """Earliest and latest span start that can answer an event at ``event_ns``."""
-        return event_ns - self._skew_ns, event_ns + self._window_ns
-
-    def event_candidates(self, facts: SpanFacts, sessions: SessionLookup) -> list[Session]:
+    def _event_candidates(self, facts: SpanFacts, sessions: SessionLookup) -> list[Session]:
         """Request events the span may answer, nearest first, after model narrowing.
 
         A span starting at S answers an event at T when T - skew <= S <= T + window.
@@ -108,7 +104,7 @@ class Resolver:
         assert facts.ip is not None
         if not sessions.has_events(facts.ip):
             return None
-        users = _distinct(e.user for e in self.event_candidates(facts, sessions))
+        users = _distinct(e.user for e in self._event_candidates(facts, sessions))
         return self._decide(users)
 
     def _by_sessions(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
