@@ -35,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from processor.config import Config, parse_config
 from processor.correlate.correlator import Outcome
+from processor.correlate.received import Received
 from processor.model import Session, User
 from processor.service import build_correlator
 from processor.sessions.memory import MemorySessionStore
@@ -307,8 +308,7 @@ def run(scenario: Scenario, source: str, config: Config, seed: int) -> Score:
             _collect(correlator.on_session(arrival.session, arrival.at_ns), score, truth)
         elif arrival.spans is not None:
             request = _request(arrival.spans, arrival.service)
-            raw = request.SerializeToString()
-            _collect(correlator.receive(request, raw, arrival.at_ns), score, truth)
+            _collect(correlator.receive(Received.of(request), arrival.at_ns), score, truth)
     _collect(correlator.drain(), score, truth)
     return score
 

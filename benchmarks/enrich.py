@@ -15,6 +15,7 @@ from benchmarks.workload import gateway_batch, sessions
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
+from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.sessions.memory import MemorySessionStore
@@ -63,8 +64,7 @@ def main() -> None:
         correlator = _correlator(store)
 
         def enrich(correlator: Correlator = correlator) -> object:
-            request = ExportTraceServiceRequest.FromString(raw)
-            return correlator.receive(request, raw, 0).current
+            return correlator.receive(Received.parse(raw), 0).current
 
         rate = _rate(enrich, args.seconds)
         label = f"decode + enrich all + re-encode, {count:,} sessions"

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import structlog
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
+from processor.correlate.received import Received
 from processor.errors import DownstreamError, EnricherError
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
@@ -72,12 +72,20 @@ class Pipeline:
         assert self._queue is not None, "attach() the export queue first"
         return self._queue
 
-    async def accept(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
-        """Take responsibility for ``request``; returns its span count.
+    def admit(self, raw: bytes) -> Received:
+        """Read an Export request's bytes; raises ``DecodeError`` when they are not one
+        the service can forward (answer INVALID_ARGUMENT, or 400)."""
+        received = Received.parse(raw)
+        if received.spans:
+            self.correlator.admit(received)
+        return received
+
+    async def accept(self, received: Received) -> int:
+        """Take responsibility for ``received`` (from :meth:`admit`); returns its span count.
 
         Raises Backpressure when it cannot be taken now.
         """
-        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        spans, raw = received.spans, received.raw
         if spans == 0:
             return 0
         if not self.queue.has_room(len(raw)) or (
@@ -85,7 +93,7 @@ class Pipeline:
         ):
             raise Backpressure(self._retry_after_s)
         tag = await self._spool.append(raw) if self._spool is not None else 0
-        self._process(request, raw, tag)
+        self._process(received, tag)
         return spans
 
     def session_stored(self, session: Session) -> None:
@@ -107,12 +115,12 @@ class Pipeline:
         entries = self._spool.open()
         for entry in entries:
             try:
-                request = ExportTraceServiceRequest.FromString(entry.data)
+                received = self.admit(entry.data)
             except DecodeError:
                 log.error("spool_entry_undecodable", tag=entry.tag)
                 self._spool.remove(entry.tag)
                 continue
-            self._process(request, entry.data, entry.tag)
+            self._process(received, entry.tag)
         self._metrics.spool_quarantined.inc(self._spool.quarantined)
         if entries:
             log.info("spool_replayed", requests=len(entries), quarantined=self._spool.quarantined)
@@ -148,16 +156,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ internals
 
-    def _process(self, request: ExportTraceServiceRequest, raw: bytes, tag: int) -> None:
+    def _process(self, received: Received, tag: int) -> None:
         try:
-            outcome = self.correlator.receive(request, raw, self._clock_ns(), tag)
+            outcome = self.correlator.receive(received, self._clock_ns(), tag)
         except CorrelationFailed as failed:  # fail open: the request goes on as it came
             log.exception("correlation_failed", hint="the request is forwarded unenriched")
-            original = ExportTraceServiceRequest.FromString(raw)  # ``request`` may be changed
-            spans = sum(len(ss.spans) for rs in original.resource_spans for ss in rs.scope_spans)
+            spans = received.spans
             self._metrics.enrich_failures.inc(spans)
             outcome = Outcome(spans=spans, released=failed.released)
-            outcome.current = Payload(raw, spans, _one(tag))
+            outcome.current = Payload(received.raw, spans, _one(tag))
         units = (1 if outcome.current is not None else 0) + outcome.held
         if self._spool is not None:
             if units:

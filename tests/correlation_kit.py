@@ -13,6 +13,7 @@ from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
+from processor.correlate.received import Received
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.directory import Directory
@@ -144,7 +145,7 @@ class Kit:
 
     def receive(self, request: ExportTraceServiceRequest, now: int = T0) -> Outcome:
         """Hand a request to the correlator (it is changed in place)."""
-        return self.correlator.receive(request, request.SerializeToString(), now)
+        return self.correlator.receive(Received.of(request), now)
 
 
 def spans_of(payload: bytes) -> list[Span]:

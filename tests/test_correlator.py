@@ -26,6 +26,7 @@ from correlation_kit import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from processor.correlate.received import Received
 from processor.directory import parse_directory
 from processor.model import Session, User
 
@@ -366,7 +367,7 @@ def test_unchanged_request_is_forwarded_as_received() -> None:
     kit = Kit()
     req = request_of(gateway_span(src="10.99.0.1:1"))
     raw = req.SerializeToString()
-    out = kit.correlator.receive(req, raw, T0)
+    out = kit.correlator.receive(Received.parse(raw), T0)
     assert out.current is not None and out.current.data is raw
     assert out.unattributed == 1
 
@@ -404,23 +405,33 @@ def test_every_written_key_contains_user() -> None:
     assert all("user" in key for key in WRITTEN_KEYS)
 
 
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [("processor.correlate.correlator", "_drop_empty"), ("processor.correlate.batch", "_rewrite")],
+    ids=["message path", "column path"],
+)
 def test_failed_request_undoes_its_holds_and_keeps_released_spans(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, path: str, name: str
 ) -> None:
     """A request that fails as a whole leaves nothing held, and forced-out spans still go."""
-    from processor.correlate import correlator as module
+    from processor.correlate.correlator import CorrelationFailed
 
     kit = Kit(hold_ms=3000, max_held=1)
     kit.receive(request_of(gateway_span(trace=1)))
     assert kit.correlator.held == 1
 
-    def boom(request: ExportTraceServiceRequest) -> None:
+    def boom(*args: Any) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(module, "_drop_empty", boom)
-    req = request_of(gateway_span(trace=2))
-    with pytest.raises(module.CorrelationFailed) as caught:
-        kit.correlator.receive(req, req.SerializeToString(), T0)
+    monkeypatch.setattr(f"{path}.{name}", boom)
+    if "correlator" in path:  # a user attribute sends the request down the message path
+        other = gateway_span(trace=3, extra=[kv("user.email", "ana@example.com")])
+    else:  # a known trace is attributed now, so the request is rewritten
+        kit.correlator.learn_trace((3).to_bytes(16, "big"), ANA, T0)
+        other = gateway_span(trace=3)
+    spans = [gateway_span(trace=2), other]
+    with pytest.raises(CorrelationFailed) as caught:
+        kit.correlator.receive(Received.of(request_of(*spans)), T0)
     (released,) = caught.value.released
     assert [s.trace_id[-1] for s in spans_of(released.data)] == [1]
     assert kit.correlator.held == 0

@@ -52,11 +52,15 @@ from processor import directory as directory_module
 from processor.api.openwebui import Close, Ignore, Store, interpret, parse_body
 from processor.api.validate import MAX_TTL_S, parse_json_body, to_sessions
 from processor.correlate import address as address_module
+from processor.correlate import batch as batch_module
+from processor.correlate import columns as columns_module
 from processor.correlate import identity as identity_module
+from processor.correlate import usage as usage_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS, normalize_ip
 from processor.correlate.correlator import Correlator, Outcome, Payload, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import WRITTEN_KEYS
+from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import BUILTIN_IDENTITY_KEYS, IdentityReader
 from processor.correlate.wire import Origin, build_request
@@ -265,7 +269,7 @@ def test_correlator_conserves_random_requests(
             raw = step.request.SerializeToString()
             originals.extend(spans_in(ExportTraceServiceRequest.FromString(raw)))
             # A fresh decode: the correlator edits the request in place.
-            got = kit.correlator.receive(ExportTraceServiceRequest.FromString(raw), raw, step.at)
+            got = kit.correlator.receive(Received.parse(raw), step.at)
             counted += got.spans
             outcomes.append(got)
         else:
@@ -297,7 +301,7 @@ def test_correlator_takes_arbitrary_bytes(kit: Kit, raw: bytes, now: int) -> Non
         return
     kit.add(event(MIKE, T0 - 300 * MS), Session(GW, ANA, T0 - 60 * S, T0 + 60 * S))
     originals = spans_in(ExportTraceServiceRequest.FromString(raw))
-    outcomes = [kit.correlator.receive(request, raw, now), kit.correlator.drain()]
+    outcomes = [kit.correlator.receive(Received.of(request), now), kit.correlator.drain()]
     note(f"decoded, {len(originals)} spans" if len(originals) < 3 else "decoded, 3+ spans")
     label(outcomes)
     check_conservation(originals, sent_spans(outcomes), guarded=True)
@@ -342,6 +346,8 @@ def test_correlator_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     """
     for module in (identity_module, address_module, directory_module):
         monkeypatch.setattr(module, "_CACHE_LIMIT", 256)
+    for module in (batch_module, usage_module, columns_module):
+        monkeypatch.setattr(module, "_MEMO_LIMIT", 256)
     rng = random.Random(20261126)
     correlator, store, traces = _small_correlator()
     now = T0
@@ -356,7 +362,7 @@ def test_correlator_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
                 store.add(session)
                 correlator.on_session(session, now)
             request = _traffic_request(rng, now)
-            correlator.receive(request, request.SerializeToString(), now)
+            correlator.receive(Received.of(request), now)
             correlator.tick(now)
             if i % 50 == 0:  # the sweeper
                 store.expire(now - 60 * S)
@@ -657,7 +663,7 @@ def test_producer_identity_survives_any_valid_encoding(key: str, pad: int, hold_
     assert KeyValue(key=key, value=AnyValue(string_value="ana.lima@example.com")) in (
         request.resource_spans[0].scope_spans[0].spans[0].attributes
     )
-    outs = [kit.correlator.receive(request, raw, T0), kit.correlator.drain()]
+    outs = [kit.correlator.receive(Received.parse(raw), T0), kit.correlator.drain()]
     (got,) = sent_spans(outs)
     method = [a.value.string_value for a in got.attributes if a.key == "user.attribution.method"]
     assert method == ["span"]

@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from processor.config import Config, parse_config
+from processor.correlate.received import Received
 from processor.errors import ConfigError
 from processor.export import RetryPolicy, RetrySender
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
@@ -69,14 +70,20 @@ class FakePipeline:
         self.backpressure: float | None = None
         self.error: Exception | None = None
 
-    async def accept(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
-        """Take ``request`` unless scripted to refuse; returns its span count."""
+    def admit(self, raw: bytes) -> Received:
+        """Read ``raw`` in full, as the service does for a request it cannot read by columns."""
+        received = Received.parse(raw)
+        received.message()
+        return received
+
+    async def accept(self, received: Received) -> int:
+        """Take ``received`` unless scripted to refuse; returns its span count."""
         if self.error is not None:
             raise self.error
         if self.backpressure is not None:
             raise Backpressure(self.backpressure)
-        self.accepted.append((request, raw))
-        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        self.accepted.append((received.message(), received.raw))
+        return received.spans
 
 
 @dataclass

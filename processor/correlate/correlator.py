@@ -18,12 +18,22 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from processor.correlate.address import AddressNormalizer
+from processor.correlate.batch import BatchPath
+from processor.correlate.columns import ColumnReader, Columns
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldSpan, HoldBuffer
 from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder, EmailHasher
+from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
-from processor.correlate.usage import PROVIDER, Usage, UsageKey, UsageReader, add_usage
+from processor.correlate.usage import (
+    PROVIDER,
+    USAGE_KEYS,
+    Usage,
+    UsageKey,
+    UsageReader,
+    add_usage,
+)
 from processor.correlate.wire import Origin, build_request
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
@@ -126,6 +136,9 @@ class Correlator:
         self._encoder = AttributionEncoder(rules.hasher)
         self._usage = usage
         self._holding: list[HeldSpan] = []  # held by the receive() in progress
+        wanted = [*rules.address_keys, *rules.model_keys, *(USAGE_KEYS if usage else ())]
+        self._column_reader = ColumnReader(wanted, reader.keys)
+        self._batch = BatchPath(self, rules, resolver, usage)
 
     @property
     def held(self) -> int:
@@ -134,10 +147,19 @@ class Correlator:
 
     # ------------------------------------------------------------------ receive
 
-    def receive(
-        self, request: ExportTraceServiceRequest, raw: bytes, now_ns: int, tag: int = 0
-    ) -> Outcome:
-        """Attribute or hold every span of ``request`` (decoded from ``raw``).
+    def admit(self, received: Received) -> None:
+        """Check, before the request is acknowledged, that it can be read.
+
+        Raises ``DecodeError`` when the request will need a full decode and does
+        not decode. A request read by columns was checked down to the span fields
+        and attributes the service reads; the rest of each span is forwarded
+        as it came.
+        """
+        if self._columns_of(received) is None:
+            received.message()
+
+    def receive(self, received: Received, now_ns: int, tag: int = 0) -> Outcome:
+        """Attribute or hold every span of ``received``.
 
         ``tag`` is carried by the spans held from this request into the payloads
         that release them (see :class:`Payload`).
@@ -145,7 +167,10 @@ class Correlator:
         out = Outcome()
         self._holding = []
         try:
-            return self._receive(request, raw, now_ns, tag, out)
+            columns = self._columns_of(received)
+            if columns is not None:
+                return self._receive_columns(received, columns, now_ns, tag, out)
+            return self._receive(received.message(), received.raw, now_ns, tag, out)
         except Exception as exc:
             # Undo this request's holds that have not left yet, so that forwarding
             # the request as received does not send them twice; spans released
@@ -156,6 +181,25 @@ class Correlator:
             raise CorrelationFailed(out.released) from exc
         finally:
             self._holding = []
+
+    def _columns_of(self, received: Received) -> Columns | None:
+        """The request's columns when the batch path applies: no identity can be on
+        it, no principals are configured, and the columns read cleanly."""
+        if self.directory.has_principals:
+            return None
+        columns = received.columns(self._column_reader)
+        if columns is None or columns.flagged:
+            return None
+        needles = self._reader.needles
+        for rs in received.view.resource_spans:  # identity on a resource
+            if any(needle in rs.resource for needle in needles):
+                return None
+        return columns
+
+    def _receive_columns(
+        self, received: Received, columns: Columns, now_ns: int, tag: int, out: Outcome
+    ) -> Outcome:
+        return self._batch.receive(received, columns, now_ns, tag, out)
 
     def _receive(
         self,
@@ -302,12 +346,21 @@ class Correlator:
             tag,
             used,
         )
+        self.hold_span(held, out)
+
+    def hold_span(self, held: HeldSpan, out: Outcome) -> None:
+        """Put ``held`` in the hold buffer; spans it forces out leave in ``out``."""
         out.held += 1
         self._holding.append(held)
         forced = self._hold.add(held)
         if forced:
             out.forced_out += len(forced)
             self._emit(forced, out, lambda h: self._resolve(h.facts))
+
+    @staticmethod
+    def payload(data: bytes, spans: int, tag: int) -> Payload:
+        """The payload for the part of a request that leaves now."""
+        return Payload(data, spans, Counter({tag: 1}))
 
     # ------------------------------------------------------------------ later identity
 

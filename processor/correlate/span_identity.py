@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from processor.correlate.identity import WRITTEN_KEYS
 from processor.model import User
 
 # Attribute key -> the user field it carries, in order of precedence: when two
@@ -65,7 +66,9 @@ class IdentityReader:
         # Every built-in key, and every key the service writes, contains "user";
         # configured keys that do not are searched for as they are.
         others = sorted({k.encode() for k, _ in pairs if "user" not in k})
-        self._needles = (b"user", *others)
+        self.needles: tuple[bytes, ...] = (b"user", *others)
+        # Keys whose presence sends a span to the full read: identity, and ours.
+        self.keys = frozenset(self._rank).union(WRITTEN_KEYS)
 
     def maybe_present(self, raw: bytes) -> bool:
         """False only when no identity key, and no key the service writes, can be in ``raw``.
@@ -74,7 +77,7 @@ class IdentityReader:
         encoder did with tags and lengths, so their absence proves that no
         span or resource carries the key and the per-span scan can be skipped.
         """
-        return any(needle in raw for needle in self._needles)
+        return any(needle in raw for needle in self.needles)
 
     def read(self, attributes: Sequence[KeyValue]) -> User | None:
         """The identity in ``attributes``, or None when it names neither id nor email."""

@@ -8,10 +8,13 @@ When the gateway did not price a call, a configured price table does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from operator import add
+from typing import Any, NamedTuple, TypeVar
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from processor.model import User
@@ -24,7 +27,11 @@ OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 COST = "agw.ai.usage.cost.total"
 STATUS = "http.status"
 _KEYS = (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, INPUT_TOKENS, OUTPUT_TOKENS, COST, STATUS)
+USAGE_KEYS = _KEYS
 _MAX_LABEL = 64  # provider and model names become metric labels
+_MEMO_LIMIT = 65_536  # distinct encoded values remembered per kind
+_T = TypeVar("_T")
+_MISS: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,17 @@ class UsageReader:
     the guess.
     """
 
-    __slots__ = ("_absent", "_live", "_pos", "_prices", "_raw", "_slots")
+    __slots__ = (
+        "_absent",
+        "_costs",
+        "_counts",
+        "_live",
+        "_pos",
+        "_prices",
+        "_raw",
+        "_slots",
+        "_texts",
+    )
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
         self._prices = {k.lower(): v for k, v in (prices or {}).items()}
@@ -82,6 +99,9 @@ class UsageReader:
         self._absent: dict[str, bool] = {}
         # (slot, key) of the keys that may occur in the current request.
         self._live = list(enumerate(_KEYS))
+        self._texts: dict[bytes, str] = {}
+        self._counts: dict[bytes, int] = {}
+        self._costs: dict[bytes, float | None] = {}
 
     def begin(self, raw: bytes) -> None:
         """Start a request: ``raw`` is searched (once per key, lazily) for keys that no
@@ -147,11 +167,156 @@ class UsageReader:
                 self._pos[slot] = index
         return values
 
+    # ------------------------------------------------------------ encoded columns
+    # The same answers as :meth:`read`, from the encoded AnyValue of each key
+    # (see ``columns``); each distinct encoding is decoded once.
+
+    def add_columns(
+        self,
+        totals: dict[UsageKey, list[float]],
+        users: Sequence[User | None],
+        values: Mapping[str, Sequence[bytes | None]],
+    ) -> None:
+        """Add the usage of every span whose columns are given to ``totals``.
+
+        Spans are grouped by (user, encoded provider, models and status) and each
+        group's tokens and cost are summed in C; names are decoded once per group.
+        """
+        providers = values[PROVIDER]
+        n = len(providers)
+        if providers.count(None) == n:
+            return
+        uids = list(map(id, users))
+        owners = dict(zip(uids, users, strict=True))
+        keys = list(
+            zip(
+                uids,
+                providers,
+                values[RESPONSE_MODEL],
+                values[REQUEST_MODEL],
+                values[STATUS],
+                strict=True,
+            )
+        )
+        tokens_in = _decoded(values[INPUT_TOKENS], self._counts, self._count_of, 0)
+        tokens_out = _decoded(values[OUTPUT_TOKENS], self._counts, self._count_of, 0)
+        cost_column = values[COST]
+        costs: list[Any] | None = None
+        if cost_column.count(None) != n:
+            costs = _decoded(cost_column, self._costs, self._cost_of, None)
+            if None in costs:  # some calls unpriced by the gateway: price them one by one
+                self._add_spans(totals, users, values)
+                return
+        calls_of = Counter(keys)
+        number = {key: i for i, key in enumerate(calls_of)}
+        groups, size = list(map(number.__getitem__, keys)), len(number)
+        if costs is not None:
+            costs = _sum_by(groups, size, costs)
+        sums_in = _sum_by(groups, size, tokens_in)
+        sums_out = _sum_by(groups, size, tokens_out)
+        text, count = self._text_of, self._count_of
+        for g, (key, calls) in enumerate(calls_of.items()):
+            uid, p, rm, qm, st = key
+            if p is None:
+                continue
+            model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
+            model = model or "unknown"
+            t_in, t_out = sums_in[g], sums_out[g]
+            cost = costs[g] if costs is not None else self._priced(model, t_in, t_out)
+            row_key = (owners[uid], text(p) or "unknown", model)
+            row = totals.get(row_key)
+            if row is None:
+                row = totals[row_key] = [0, 0, 0, 0.0, 0]
+            row[0] += calls
+            row[1] += t_in
+            row[2] += t_out
+            row[3] += cost
+            row[4] += calls if st is not None and count(st) >= 400 else 0
+
+    def _add_spans(
+        self,
+        totals: dict[UsageKey, list[float]],
+        users: Sequence[User | None],
+        values: Mapping[str, Sequence[bytes | None]],
+    ) -> None:
+        for index, user in enumerate(users):
+            used = self.usage_at(values, index)
+            if used is not None:
+                add_usage(totals, user, used)
+
+    def usage_at(self, values: Mapping[str, Sequence[bytes | None]], index: int) -> Usage | None:
+        """The usage of span ``index`` of the columns, or None when it is not an LLM call."""
+        p, rm, qm, ti, to, c, st = (values[key][index] for key in _KEYS)
+        if p is None:
+            return None
+        text, count = self._text_of, self._count_of
+        model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
+        model = model or "unknown"
+        tokens_in = count(ti) if ti is not None else 0
+        tokens_out = count(to) if to is not None else 0
+        cost = self._cost_of(c) if c is not None else None
+        if cost is None:
+            cost = self._priced(model, tokens_in, tokens_out)
+        error = st is not None and count(st) >= 400
+        return Usage(text(p) or "unknown", model, tokens_in, tokens_out, cost, error)
+
+    def _text_of(self, encoded: bytes) -> str:
+        return _memo(self._texts, encoded, _text)
+
+    def _count_of(self, encoded: bytes) -> int:
+        return _memo(self._counts, encoded, _int)
+
+    def _cost_of(self, encoded: bytes) -> float | None:
+        return _memo(self._costs, encoded, _float)
+
     def _priced(self, model: str, tokens_in: int, tokens_out: int) -> float:
         price = self._prices.get(model.lower())
         if price is None:
             return 0.0
         return (tokens_in * price.input_per_million + tokens_out * price.output_per_million) / 1e6
+
+
+def _decoded(
+    column: Sequence[bytes | None],
+    cache: dict[bytes, _T],
+    read: Callable[[bytes], _T],
+    absent: _T,
+) -> list[_T]:
+    """``read`` of every entry of ``column`` (``absent`` for None), mostly from ``cache``."""
+    get = cache.get
+    out: list[Any] = [get(v, _MISS) if v is not None else absent for v in column]
+    if _MISS in out:
+        out = [
+            read(v) if o is _MISS and v is not None else o for v, o in zip(column, out, strict=True)
+        ]
+    return out
+
+
+def _sum_by(groups: list[int], size: int, values: list[Any]) -> list[Any]:
+    """The sum of ``values`` per group number, accumulated element by element in C.
+
+    The nested maps run in lockstep, so the read of ``sums[groups[i]]`` happens
+    after the write for ``i - 1``: a plain running sum per group.
+    """
+    sums: list[Any] = [0] * size
+    deque(map(sums.__setitem__, groups, map(add, map(sums.__getitem__, groups), values)), 0)
+    return sums
+
+
+def _memo(cache: dict[bytes, _T], encoded: bytes, read: Callable[[AnyValue], _T]) -> _T:
+    """``read`` of the AnyValue encoded as ``encoded``, remembered in ``cache``."""
+    try:
+        return cache[encoded]
+    except KeyError:
+        pass
+    if len(cache) >= _MEMO_LIMIT:
+        cache.clear()
+    try:
+        decoded = AnyValue.FromString(encoded)
+    except DecodeError:  # not checked by the column read: unreadable reads as absent
+        decoded = AnyValue()
+    value = cache[encoded] = read(decoded)
+    return value
 
 
 def _text(value: AnyValue | None) -> str:

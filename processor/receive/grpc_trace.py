@@ -13,7 +13,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
@@ -66,7 +65,7 @@ class TraceReceiver:
             self._outcome("unauthenticated")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
-            request = ExportTraceServiceRequest.FromString(raw)
+            received = self._pipeline.admit(raw)
         except DecodeError as exc:
             self._outcome("invalid")
             await context.abort(
@@ -74,7 +73,7 @@ class TraceReceiver:
                 f"payload is not an ExportTraceServiceRequest: {exc}",
             )
         try:
-            spans = await self._pipeline.accept(request, raw)
+            spans = await self._pipeline.accept(received)
         except Backpressure as exc:
             self._outcome("backpressure")
             await context.abort(

@@ -37,11 +37,11 @@ from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
     status_pb2,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 from processor.api.http import retry_after
+from processor.correlate.received import Received
 from processor.errors import InvalidInput, Problem
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
@@ -77,7 +77,11 @@ Encoding = Literal["protobuf", "json"]
 class TracePipeline(Protocol):
     """What the receiver hands requests to (``processor.pipeline.Pipeline``)."""
 
-    async def accept(self, request: ExportTraceServiceRequest, raw: bytes) -> int:
+    def admit(self, raw: bytes) -> Received:
+        """Read the request's bytes; raises ``DecodeError`` when they are not one."""
+        ...
+
+    async def accept(self, received: Received) -> int:
         """Take the request; returns its span count, raises Backpressure when full."""
         ...
 
@@ -125,8 +129,8 @@ class HttpTraceReceiver:
         try:
             body = await self._checked_body(request, encoding)
             assert encoding is not None  # _checked_body refuses other content types
-            message, raw = await self._decode(body, encoding, _coding_of(request))
-            spans = await self._pipeline.accept(message, raw)
+            raw = await self._decode(body, encoding, _coding_of(request))
+            spans = await self._pipeline.accept(self._admit(raw))
         except _Rejected as exc:
             self._outcome(exc.outcome)
             return _status_response(exc, encoding or "json")
@@ -176,13 +180,22 @@ class HttpTraceReceiver:
                 400, code_pb2.INVALID_ARGUMENT, f"incomplete request body: {exc}", "invalid"
             ) from None
 
-    async def _decode(
-        self, body: bytes, encoding: Encoding, coding: str
-    ) -> tuple[ExportTraceServiceRequest, bytes]:
-        """Decompress and decode, in a worker thread when the body is large."""
+    async def _decode(self, body: bytes, encoding: Encoding, coding: str) -> bytes:
+        """Decompress (and decode JSON), in a worker thread when the body is large."""
         if len(body) > self._offload_bytes:
             return await asyncio.to_thread(_decode, body, encoding, coding, self.max_message_bytes)
         return _decode(body, encoding, coding, self.max_message_bytes)
+
+    def _admit(self, raw: bytes) -> Received:
+        try:
+            return self._pipeline.admit(raw)
+        except DecodeError as exc:
+            raise _Rejected(
+                400,
+                code_pb2.INVALID_ARGUMENT,
+                f"payload is not an ExportTraceServiceRequest: {exc}",
+                "invalid",
+            ) from None
 
     def _outcome(self, outcome: str) -> None:
         self._metrics.requests_received.labels(outcome=outcome).inc()
@@ -227,10 +240,8 @@ def _coding_of(request: web.Request) -> str:
     return request.headers.get("Content-Encoding", "").strip().lower()
 
 
-def _decode(
-    body: bytes, encoding: Encoding, coding: str, limit: int
-) -> tuple[ExportTraceServiceRequest, bytes]:
-    """The request and the protobuf bytes to hand to the pipeline."""
+def _decode(body: bytes, encoding: Encoding, coding: str, limit: int) -> bytes:
+    """The protobuf bytes to hand to the pipeline."""
     if coding in _CODINGS:
         body = _decompress(body, _CODINGS[coding], coding, limit)
     if encoding == "json":
@@ -244,16 +255,8 @@ def _decode(
                 "invalid",
                 tuple(exc.problems),
             ) from None
-        return message, message.SerializeToString()
-    try:
-        return ExportTraceServiceRequest.FromString(body), body
-    except DecodeError as exc:
-        raise _Rejected(
-            400,
-            code_pb2.INVALID_ARGUMENT,
-            f"payload is not an ExportTraceServiceRequest: {exc}",
-            "invalid",
-        ) from None
+        return bytes(message.SerializeToString())
+    return body
 
 
 def _decompress(body: bytes, wbits: int, coding: str, limit: int) -> bytes:

@@ -1,0 +1,352 @@
+"""The span walk over columns: a whole request attributed without decoding its spans.
+
+This is the correlator's path for requests that carry no identity of their own
+(gateway batches): every span's trace id, start time, address, model and usage
+come from :mod:`processor.correlate.columns`, decisions are shared across the
+batch wherever they provably coincide, and the output is the received bytes
+with the encoded attribution appended to each span (the protobuf encoder then
+fixes the length prefixes). The per-span Python work is a few list and dict
+operations; everything else runs in C. It gives the same attributions, counts
+and payload contents as the message path in ``correlator``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from processor.correlate.columns import Columns
+from processor.correlate.find import AttributeFinder
+from processor.correlate.hold import HeldSpan
+from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
+from processor.correlate.usage import UsageReader
+from processor.correlate.wire import Origin
+from processor.model import Attribution
+
+if TYPE_CHECKING:
+    from processor.correlate.correlator import Correlator, Outcome, Rules
+    from processor.correlate.received import Received
+
+_MEMO_LIMIT = 65_536
+
+
+class _Absent:
+    """No usable string under this key: try the next key, then the resource."""
+
+
+_ABSENT: Any = _Absent()
+_MISS: Any = object()
+
+
+class BatchPath:
+    """Attributes a :class:`Received` request from its columns, for one correlator."""
+
+    def __init__(
+        self,
+        correlator: Correlator,
+        rules: Rules,
+        resolver: Resolver,
+        usage: UsageReader | None,
+    ) -> None:
+        self._c = correlator
+        self._rules = rules
+        self._resolver = resolver
+        self._usage = usage
+        self._find_resource_addr = AttributeFinder(rules.address_keys).find
+        # encoded AnyValue -> normalised address (None: not an address) or _ABSENT
+        self._addresses: dict[bytes, str | None] = {}
+        self._texts: dict[bytes, str] = {}  # encoded AnyValue -> string value
+
+    def receive(
+        self, received: Received, columns: Columns, now_ns: int, tag: int, out: Outcome
+    ) -> Outcome:
+        """Attribute or hold every span; fills ``out`` as the message path does."""
+        c = self._c
+        n = received.spans
+        out.spans = n
+        ips = self._addresses_of(received, columns)
+        starts = columns.starts
+        trace_map = c._traces.entries
+        traced = [trace_map.get(t) for t in columns.trace_ids] if trace_map else None
+        decisions: list[Attribution | None] = [None] * n
+        held: list[int] = []
+        pending: list[int] | None = None  # None: every span
+        if traced is not None:
+            pending = []
+            by_user: dict[int, Attribution] = {}
+            for i, user in enumerate(traced):
+                if user is None:
+                    pending.append(i)
+                    continue
+                a = by_user.get(id(user))
+                if a is None:
+                    a = by_user[id(user)] = Attribution(user, "trace", EXACT)
+                decisions[i] = a
+        if self._rules.hold_ns > 0:
+            held, pending = list(range(n)) if pending is None else pending, []
+        models: list[str] | None = None
+        no_address = 0
+        for ip, group in _by_address(ips, pending, n):
+            if ip is not None and self._by_address(ip, group, starts, decisions):
+                continue
+            if models is None:
+                models = self._models_of(columns)
+            sessions, directory, resolve = c._sessions, c.directory, self._resolver.resolve
+            for i in group:
+                a = decisions[i] = resolve(SpanFacts(ip, starts[i], models[i]), sessions, directory)
+                if a is None and ip is None:
+                    no_address += 1
+        ids = list(map(id, decisions))
+        objects = dict(zip(ids, decisions, strict=True))  # the decisions keep their ids
+        self._tally(ids, objects, held, no_address, out)
+        usage = self._usage
+        if usage is not None:
+            users = [a.user if a is not None else None for a in decisions]
+            if held:
+                skip = set(held)
+                keep = [i for i in range(n) if i not in skip]
+                values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
+                usage.add_columns(out.usage, [users[i] for i in keep], values)
+            else:
+                usage.add_columns(out.usage, users, columns.values)
+        extras = self._encoded(ids, objects)
+        if held:
+            if models is None:
+                models = self._models_of(columns)
+            self._hold(received, columns, held, ips, models, usage, now_ns, tag, out)
+        if n > len(held):
+            if held or any(extras):
+                data = _rewrite(received.view, extras, set(held))
+            else:
+                data = received.raw
+            out.current = c.payload(data, n - len(held), tag)
+        return out
+
+    def _by_address(
+        self,
+        ip: str,
+        group: range | list[int],
+        starts: list[int],
+        decisions: list[Attribution | None],
+    ) -> bool:
+        """Decide the spans of ``group`` (all at ``ip``) by long sessions and the
+        directory; False when request events at ``ip`` need the per-span path.
+
+        One lookup at the earliest start answers the whole group when the
+        sessions on ``ip`` provably give the same answer until after the latest.
+        """
+        c = self._c
+        sessions, directory = c._sessions, c.directory
+        if sessions.has_events(ip):
+            return False
+        by_address = self._resolver.by_address
+        memo: Memo = {}
+        if isinstance(group, range):
+            first, last = min(starts), max(starts)
+        else:
+            times = [starts[i] for i in group]
+            first, last = min(times), max(times)
+        a = by_address(ip, first, sessions, directory, memo)
+        if last < memo[ip][1]:
+            if isinstance(group, range):
+                decisions[:] = [a] * len(group)
+            else:
+                for i in group:
+                    decisions[i] = a
+            return True
+        for i in group:
+            decisions[i] = by_address(ip, starts[i], sessions, directory, memo)
+        return True
+
+    # ------------------------------------------------------------------ per column
+
+    def _addresses_of(self, received: Received, columns: Columns) -> list[str | None]:
+        """Each span's normalised source address: the first configured key with a
+        non-empty string, else its resource's address."""
+        n = received.spans
+        found: list[Any] | None = None
+        for key in self._rules.address_keys:
+            column = columns.values[key]
+            if column.count(None) == n:
+                continue
+            get = self._addresses.get
+            decoded = [get(v, _MISS) if v is not None else _ABSENT for v in column]
+            if _MISS in decoded:
+                decoded = [
+                    self._address(v) if d is _MISS and v is not None else d
+                    for v, d in zip(column, decoded, strict=True)
+                ]
+            if found is None:
+                found = decoded
+            else:
+                found = [d if f is _ABSENT else f for f, d in zip(found, decoded, strict=True)]
+            if _ABSENT not in found:
+                return found
+        if found is None:
+            found = [_ABSENT] * n
+        if _ABSENT in found:
+            found = self._resource_fallback(received, found)
+        return found
+
+    def _address(self, encoded: bytes) -> str | None:
+        text = self._text(encoded)
+        ip: Any = self._c._normalize(text) if text else _ABSENT
+        if len(self._addresses) >= _MEMO_LIMIT:
+            self._addresses.clear()
+        self._addresses[encoded] = ip
+        return ip  # type: ignore[no-any-return]
+
+    def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
+        out: list[str | None] = []
+        at = 0
+        for rs in received.view.resource_spans:
+            count = sum(len(ss.spans) for ss in rs.scope_spans)
+            ip = self._resource_ip(rs.resource)
+            out.extend(ip if f is _ABSENT else f for f in found[at : at + count])
+            at += count
+        return out
+
+    def _resource_ip(self, resource: bytes) -> str | None:
+        if not resource:
+            return None
+        raw_addr = self._find_resource_addr(Resource.FromString(resource).attributes)
+        return self._c._normalize(raw_addr) if raw_addr else None
+
+    def _models_of(self, columns: Columns) -> list[str]:
+        """Each span's model: the first configured key with a non-empty string."""
+        n = len(columns.starts)
+        models = [""] * n
+        for key in reversed(self._rules.model_keys):  # earlier keys overwrite later ones
+            column = columns.values[key]
+            if column.count(None) == n:
+                continue
+            text = self._text
+            models = [
+                (text(v) or m) if v is not None else m for v, m in zip(column, models, strict=True)
+            ]
+        return models
+
+    def _text(self, encoded: bytes) -> str:
+        text = self._texts.get(encoded)
+        if text is None:
+            if len(self._texts) >= _MEMO_LIMIT:
+                self._texts.clear()
+            try:
+                text = AnyValue.FromString(encoded).string_value
+            except Exception:  # not checked by the column read: unreadable reads as empty
+                text = ""
+            self._texts[encoded] = text
+        return text
+
+    # ------------------------------------------------------------------ results
+
+    @staticmethod
+    def _tally(
+        ids: list[int],
+        objects: dict[int, Attribution | None],
+        held: list[int],
+        no_address: int,
+        out: Outcome,
+    ) -> None:
+        """Count the spans that leave now by how they were attributed."""
+        for key, count in Counter(ids).items():
+            a = objects[key]
+            if a is None:
+                out.unattributed += count - len(held)
+            else:
+                out.attributed[a.method, a.confidence] += count
+        out.no_address += no_address
+
+    def _encoded(self, ids: list[int], objects: dict[int, Attribution | None]) -> list[bytes]:
+        """Each span's encoded attribution (empty for none), encoded once per decision."""
+        encode = self._c._encoder.encoded
+        by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}
+        return list(map(by_id.__getitem__, ids))
+
+    def _hold(
+        self,
+        received: Received,
+        columns: Columns,
+        held: list[int],
+        ips: list[str | None],
+        models: list[str],
+        usage: UsageReader | None,
+        now_ns: int,
+        tag: int,
+        out: Outcome,
+    ) -> None:
+        c = self._c
+        spans = received.span_bytes()
+        origins = _origins(received)
+        deadline = now_ns + self._rules.hold_ns
+        for i in held:
+            span = HeldSpan(
+                spans[i],
+                origins[i],
+                columns.trace_ids[i],
+                SpanFacts(ips[i], columns.starts[i], models[i]),
+                None,
+                deadline,
+                tag,
+                usage.usage_at(columns.values, i) if usage is not None else None,
+            )
+            c.hold_span(span, out)
+
+
+def _by_address(
+    ips: list[str | None], pending: list[int] | None, n: int
+) -> list[tuple[str | None, range | list[int]]]:
+    """The spans to decide (``pending``, or all ``n``), grouped by address."""
+    if pending is None and n and ips.count(ips[0]) == n:
+        return [(ips[0], range(n))]
+    groups: dict[str | None, list[int]] = {}
+    for i in range(n) if pending is None else pending:
+        group = groups.get(ips[i])
+        if group is None:
+            groups[ips[i]] = [i]
+        else:
+            group.append(i)
+    return list(groups.items())
+
+
+def _origins(received: Received) -> list[Origin]:
+    """The resource and scope of every span, in request order."""
+    out: list[Origin] = []
+    for rs in received.view.resource_spans:
+        for ss in rs.scope_spans:
+            origin = Origin(rs.resource or None, rs.schema_url, ss.scope or None, ss.schema_url)
+            out.extend([origin] * len(ss.spans))
+    return out
+
+
+def _rewrite(view: Any, extras: list[bytes], held: set[int]) -> bytes:
+    """The request with ``extras[i]`` appended to span ``i`` and held spans left out."""
+    at = 0
+    for rs in view.resource_spans:
+        for ss in rs.scope_spans:
+            spans = ss.spans
+            count = len(spans)
+            mine = extras[at : at + count]
+            if held:
+                kept = [
+                    s + x
+                    for i, (s, x) in enumerate(zip(spans, mine, strict=True), at)
+                    if i not in held
+                ]
+            else:
+                kept = [s + x if x else s for s, x in zip(spans, mine, strict=True)]
+            spans[:] = kept
+            at += count
+        _drop_empty(rs.scope_spans)
+    _drop_empty(view.resource_spans, "scope_spans")
+    return bytes(view.SerializeToString())
+
+
+def _drop_empty(items: Any, field: str = "spans") -> None:
+    """Remove the entries of a repeated message field left with no ``field``."""
+    for index in range(len(items) - 1, -1, -1):
+        if not len(getattr(items[index], field)):
+            del items[index]

@@ -1,0 +1,171 @@
+"""Per-span columns read from serialized spans in a few C calls (pure).
+
+The spans of a request are joined with a marker after each span and parsed as
+one :data:`~processor.correlate.views.SpanColumns` message, which yields every
+trace id, start time, attribute key and attribute value as flat lists. The
+marker carries a trace id, a start time and an attribute of its own, so the
+lists can be cut back into spans and checked: a span without a trace id or a
+start time, with a field written twice, or with a value that happens to contain
+the marker makes the counts disagree, and :func:`read_columns` returns None
+(the caller then decodes the request in full). What the columns hold is
+exactly what a full decode would give for the same spans.
+
+Gateways write the same attributes in the same order on every span, so the keys
+of one span (a *layout*) are learned once and the values of a key are sliced
+out of the flat list for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from google.protobuf.message import DecodeError
+
+from processor.correlate.views import KeyList, SpanColumns
+
+_MARK_TRACE = b"\xff" * 16
+_MARK_START = (1 << 64) - 1
+_MARK_KEY = "\x00user-enricher/span-end"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_KEY_FIELD = b"\x0a" + _varint(len(_MARK_KEY)) + _MARK_KEY.encode()  # KeyValue.key
+_MARK_KV = _KEY_FIELD + b"\x12\x00"  # and an empty KeyValue.value
+_MARK = (
+    b"\x0a\x10" + _MARK_TRACE  # Span.trace_id
+    + b"\x39" + _MARK_START.to_bytes(8, "little")  # Span.start_time_unix_nano
+    + b"\x4a" + _varint(len(_MARK_KV)) + _MARK_KV  # Span.attributes
+)  # fmt: skip
+_MEMO_LIMIT = 4096  # distinct attribute layouts remembered
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One span's attribute keys: how many, and where each wanted key sits."""
+
+    count: int
+    positions: dict[str, int]  # wanted key -> index among the span's attributes
+    duplicated: bool  # a wanted key occurs twice (read by the full decode instead)
+    flagged: bool  # one of the flagged keys occurs
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Per span, in request order: trace id, start time, and wanted attribute values.
+
+    ``values[key][i]`` is span ``i``'s encoded ``AnyValue`` for ``key``, or None
+    when the span has no such attribute.
+    """
+
+    trace_ids: list[bytes]
+    starts: list[int]
+    values: dict[str, list[bytes | None]]
+    flagged: bool  # some span has one of the reader's flagged keys
+
+
+class ColumnReader:
+    """Reads :class:`Columns` for a fixed set of wanted keys; remembers layouts."""
+
+    __slots__ = ("_flagged", "_layouts", "_wanted")
+
+    def __init__(self, wanted: Sequence[str], flagged: frozenset[str] = frozenset()) -> None:
+        self._wanted = tuple(dict.fromkeys(wanted))
+        self._flagged = flagged
+        self._layouts: dict[bytes, Layout] = {}
+
+    def read(self, spans: Sequence[bytes]) -> Columns | None:
+        """The columns of ``spans`` (serialized Span messages), or None when they
+        cannot be read this way (see the module docstring)."""
+        n = len(spans)
+        try:
+            flat = SpanColumns.FromString(_MARK.join(spans) + _MARK)
+        except DecodeError:
+            return None
+        trace_ids, starts, kvs = flat.trace_id, flat.start_time_unix_nano, flat.attributes
+        if len(trace_ids) != 2 * n or len(starts) != 2 * n or len(kvs.value) != len(kvs.key):
+            return None
+        trace_ids, starts = list(trace_ids), list(starts)
+        if trace_ids[1::2].count(_MARK_TRACE) != n or starts[1::2].count(_MARK_START) != n:
+            return None
+        parts = kvs.SerializeToString().split(_KEY_FIELD)
+        if len(parts) != n + 1:  # the marker key also occurs elsewhere
+            return None
+        layouts = self._layouts_of(parts, n)
+        if layouts is None:
+            return None
+        values = self._values(kvs.value, layouts)
+        if values is None:
+            return None
+        if n and layouts.count(layouts[0]) == n:
+            flagged = layouts[0].flagged
+        else:
+            flagged = any(layout.flagged for layout in layouts)
+        return Columns(trace_ids[0::2], starts[0::2], values, flagged)
+
+    def _layouts_of(self, parts: list[bytes], n: int) -> list[Layout] | None:
+        first = self._layout(parts[0]) if n else None
+        if first is None and n:
+            return None
+        if n == 0 or parts.count(parts[0]) >= n:  # the last part holds the values
+            return [first] * n if first is not None else []
+        layouts = []
+        for part in parts[:n]:
+            layout = self._layout(part)
+            if layout is None:
+                return None
+            layouts.append(layout)
+        return layouts
+
+    def _layout(self, part: bytes) -> Layout | None:
+        """The layout of one span's encoded keys; None when a wanted key repeats or
+        the part is not a plain list of keys."""
+        layout = self._layouts.get(part)
+        if layout is None:
+            try:
+                keys = list(KeyList.FromString(part).key)
+            except DecodeError:
+                return None
+            if KeyList(key=keys).SerializeToString() != part:
+                return None
+            wanted = [(key, index) for index, key in enumerate(keys) if key in self._wanted]
+            positions = dict(reversed(wanted))  # the first occurrence wins
+            flagged = not self._flagged.isdisjoint(keys)
+            layout = Layout(len(keys), positions, len(positions) != len(wanted), flagged)
+            if len(self._layouts) >= _MEMO_LIMIT:
+                self._layouts.clear()
+            self._layouts[part] = layout
+        return None if layout.duplicated else layout
+
+    def _values(
+        self, flat: Sequence[bytes], layouts: list[Layout]
+    ) -> dict[str, list[bytes | None]] | None:
+        n = len(layouts)
+        out: dict[str, list[bytes | None]] = {}
+        if n and layouts.count(layouts[0]) == n:
+            layout, stride = layouts[0], layouts[0].count + 1
+            if len(flat) != stride * n:
+                return None
+            for key in self._wanted:
+                at = layout.positions.get(key)
+                out[key] = list(flat[at::stride]) if at is not None else [None] * n
+            return out
+        every = list(flat)
+        starts = [0, *accumulate(layout.count + 1 for layout in layouts)]
+        if starts[-1] != len(every):
+            return None
+        for key in self._wanted:
+            out[key] = [
+                every[start + at] if (at := layout.positions.get(key)) is not None else None
+                for start, layout in zip(starts, layouts, strict=False)
+            ]
+        return out

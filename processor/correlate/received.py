@@ -1,0 +1,61 @@
+"""One Export request as received: its bytes, a cheap view of its structure, and a
+full decode only when something needs it (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from processor.correlate.columns import ColumnReader, Columns
+from processor.correlate.views import RequestView
+
+
+class Received:
+    """An ExportTraceServiceRequest kept as bytes plus a :data:`RequestView` of them.
+
+    The view (resources and scopes decoded, spans left as bytes) costs a small
+    part of a full decode; :meth:`message` decodes in full, once, for the paths
+    that need every field.
+    """
+
+    __slots__ = ("_columns", "_message", "raw", "spans", "view")
+
+    def __init__(self, raw: bytes, view: Any) -> None:
+        self.raw = raw
+        self.view = view
+        self.spans: int = sum(len(ss.spans) for rs in view.resource_spans for ss in rs.scope_spans)
+        self._message: ExportTraceServiceRequest | None = None
+        self._columns: tuple[ColumnReader, Columns | None] | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Received:
+        """Read the request's structure; raises ``DecodeError`` when it is not one."""
+        return cls(raw, RequestView.FromString(raw))
+
+    @classmethod
+    def of(cls, request: ExportTraceServiceRequest) -> Received:
+        """A received request from a message (tests, and the OTLP/JSON receiver)."""
+        received = cls.parse(request.SerializeToString())
+        received._message = request
+        return received
+
+    def message(self) -> ExportTraceServiceRequest:
+        """The full decode (cached); raises ``DecodeError`` for a malformed span."""
+        if self._message is None:
+            self._message = ExportTraceServiceRequest.FromString(self.raw)
+        return self._message
+
+    def span_bytes(self) -> list[bytes]:
+        """Every span, serialized, in request order."""
+        out: list[bytes] = []
+        for rs in self.view.resource_spans:
+            for ss in rs.scope_spans:
+                out.extend(ss.spans)
+        return out
+
+    def columns(self, reader: ColumnReader) -> Columns | None:
+        """The spans' columns as ``reader`` reads them (cached per reader)."""
+        if self._columns is None or self._columns[0] is not reader:
+            self._columns = (reader, reader.read(self.span_bytes()))
+        return self._columns[1]
