@@ -1,4 +1,5 @@
-"""In-process cost of the span path: decode + enrich + re-encode vs decode + re-encode.
+"""In-process cost of the span path: enrich (by columns, or by a full decode) vs decode +
+re-encode.
 
 Usage: python -m benchmarks.enrich [--seconds 2]
 """
@@ -18,6 +19,7 @@ from processor.correlate.hold import HoldBuffer
 from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
+from processor.correlate.usage import UsageReader
 from processor.sessions.memory import MemorySessionStore
 from processor.sessions.traces import TraceIdentities
 from processor.tuning import tune_malloc
@@ -57,21 +59,26 @@ def main() -> None:
     base = _rate(passthrough, args.seconds)
     print(f"{'case':<52} {'spans/s':>10} {'vs pass-through':>16}")
     print(f"{'decode + re-encode (pass-through)':<52} {base:>10,.0f} {1.0:>16.2f}")
-    for count in (4, 10_000, 100_000):
+    cases = [(4, True, True), (4, True, False), (4, False, True)]
+    cases += [(count, True, True) for count in (10_000, 100_000)]
+    for count, usage, columns in cases:
         store = MemorySessionStore(count + 1)
         for s in sessions(count):
             store.add(s)
-        correlator = _correlator(store)
+        correlator = _correlator(store, usage=usage, columns=columns)
 
         def enrich(correlator: Correlator = correlator) -> object:
-            return correlator.receive(Received.parse(raw), 0).current
+            received = Received.parse(raw)
+            correlator.admit(received)
+            return correlator.receive(received, 0).current
 
         rate = _rate(enrich, args.seconds)
-        label = f"decode + enrich all + re-encode, {count:,} sessions"
+        how = ("columns" if columns else "full decode") + (", usage" if usage else ", no usage")
+        label = f"enrich all ({how}), {count:,} sessions"
         print(f"{label:<52} {rate:>10,.0f} {rate / base:>16.2f}")
 
 
-def _correlator(store: MemorySessionStore) -> Correlator:
+def _correlator(store: MemorySessionStore, *, usage: bool, columns: bool) -> Correlator:
     """A correlator with no holding: every span is attributed in the request's pass."""
     rules = Rules(DEFAULT_ADDRESS_KEYS, ("gen_ai.request.model",), ("jwt.sub",), hold_ns=0)
     return Correlator(
@@ -81,6 +88,8 @@ def _correlator(store: MemorySessionStore) -> Correlator:
         store,
         TraceIdentities(600_000_000_000, 100_000),
         HoldBuffer(1),
+        usage=UsageReader() if usage else None,
+        columns=columns,
     )
 
 

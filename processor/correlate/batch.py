@@ -13,6 +13,8 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import repeat
+from operator import add
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -38,7 +40,8 @@ class _Absent:
 
 
 _ABSENT: Any = _Absent()
-_MISS: Any = object()
+_NOT_IP: Any = object()
+_MISS: Any = object()  # a string that is not an address: the span has no address
 
 
 class BatchPath:
@@ -56,8 +59,8 @@ class BatchPath:
         self._resolver = resolver
         self._usage = usage
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
-        # encoded AnyValue -> normalised address (None: not an address) or _ABSENT
-        self._addresses: dict[bytes, str | None] = {}
+        # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
+        self._addresses: dict[bytes | None, Any] = {}
         self._texts: dict[bytes, str] = {}  # encoded AnyValue -> string value
 
     def receive(
@@ -66,6 +69,8 @@ class BatchPath:
         """Attribute or hold every span; fills ``out`` as the message path does."""
         c = self._c
         n = received.spans
+        if not n:
+            return out
         out.spans = n
         ips = self._addresses_of(received, columns)
         starts = columns.starts
@@ -89,6 +94,8 @@ class BatchPath:
             held, pending = list(range(n)) if pending is None else pending, []
         models: list[str] | None = None
         no_address = 0
+        if pending is None:
+            pending = self._by_batch(ips, starts, decisions)
         for ip, group in _by_address(ips, pending, n):
             if ip is not None and self._by_address(ip, group, starts, decisions):
                 continue
@@ -104,7 +111,8 @@ class BatchPath:
         self._tally(ids, objects, held, no_address, out)
         usage = self._usage
         if usage is not None:
-            users = [a.user if a is not None else None for a in decisions]
+            user_of = {key: a.user if a is not None else None for key, a in objects.items()}
+            users = list(map(user_of.__getitem__, ids))
             if held:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
@@ -124,6 +132,31 @@ class BatchPath:
                 data = received.raw
             out.current = c.payload(data, n - len(held), tag)
         return out
+
+    def _by_batch(
+        self, ips: list[str | None], starts: list[int], decisions: list[Attribution | None]
+    ) -> list[int] | None:
+        """Decide every span at an address whose long-session answer holds from the
+        batch's first start to its last; returns the spans left (None: all)."""
+        c = self._c
+        sessions, directory = c._sessions, c.directory
+        first, last = min(starts), max(starts)
+        decided: dict[str | None, Attribution | None] = {}
+        memo: Memo = {}
+        for ip in dict.fromkeys(ips):
+            if ip is None or sessions.has_events(ip):
+                continue
+            a = self._resolver.by_address(ip, first, sessions, directory, memo)
+            if last < memo[ip][1]:
+                decided[ip] = a
+        if not decided:
+            return None
+        found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
+        if id(_MISS) not in map(id, found):  # by identity: no Attribution.__eq__ calls
+            decisions[:] = found
+            return []
+        decisions[:] = [None if a is _MISS else a for a in found]
+        return [i for i, a in enumerate(found) if a is _MISS]
 
     def _by_address(
         self,
@@ -172,11 +205,10 @@ class BatchPath:
             column = columns.values[key]
             if column.count(None) == n:
                 continue
-            get = self._addresses.get
-            decoded = [get(v, _MISS) if v is not None else _ABSENT for v in column]
-            if _MISS in decoded:
+            decoded = list(map(self._addresses.get, column))  # None: absent or not seen yet
+            if None in decoded:
                 decoded = [
-                    self._address(v) if d is _MISS and v is not None else d
+                    (self._address(v) if v is not None else _ABSENT) if d is None else d
                     for v, d in zip(column, decoded, strict=True)
                 ]
             if found is None:
@@ -189,15 +221,18 @@ class BatchPath:
             found = [_ABSENT] * n
         if _ABSENT in found:
             found = self._resource_fallback(received, found)
+        if _NOT_IP in found:
+            found = [None if f is _NOT_IP else f for f in found]
         return found
 
-    def _address(self, encoded: bytes) -> str | None:
+    def _address(self, encoded: bytes) -> Any:
+        """The memo entry for an encoded value: the address, _NOT_IP or _ABSENT."""
         text = self._text(encoded)
-        ip: Any = self._c._normalize(text) if text else _ABSENT
+        ip = (self._c._normalize(text) or _NOT_IP) if text else _ABSENT
         if len(self._addresses) >= _MEMO_LIMIT:
             self._addresses.clear()
         self._addresses[encoded] = ip
-        return ip  # type: ignore[no-any-return]
+        return ip
 
     def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
         out: list[str | None] = []
@@ -337,7 +372,7 @@ def _rewrite(view: Any, extras: list[bytes], held: set[int]) -> bytes:
                     if i not in held
                 ]
             else:
-                kept = [s + x if x else s for s, x in zip(spans, mine, strict=True)]
+                kept = list(map(add, spans, mine))
             spans[:] = kept
             at += count
         _drop_empty(rs.scope_spans)

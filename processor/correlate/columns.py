@@ -87,20 +87,19 @@ class ColumnReader:
         """The columns of ``spans`` (serialized Span messages), or None when they
         cannot be read this way (see the module docstring)."""
         n = len(spans)
+        if not n:
+            return Columns([], [], {key: [] for key in self._wanted}, False)
         try:
             flat = SpanColumns.FromString(_MARK.join(spans) + _MARK)
         except DecodeError:
             return None
         trace_ids, starts, kvs = flat.trace_id, flat.start_time_unix_nano, flat.attributes
-        if len(trace_ids) != 2 * n or len(starts) != 2 * n or len(kvs.value) != len(kvs.key):
+        keys = len(kvs.key)
+        if len(trace_ids) != 2 * n or len(starts) != 2 * n or len(kvs.value) != keys:
             return None
-        trace_ids, starts = list(trace_ids), list(starts)
         if trace_ids[1::2].count(_MARK_TRACE) != n or starts[1::2].count(_MARK_START) != n:
             return None
-        parts = kvs.SerializeToString().split(_KEY_FIELD)
-        if len(parts) != n + 1:  # the marker key also occurs elsewhere
-            return None
-        layouts = self._layouts_of(parts, n)
+        layouts = self._layouts_of(kvs.SerializeToString(), n, keys)
         if layouts is None:
             return None
         values = self._values(kvs.value, layouts)
@@ -110,14 +109,26 @@ class ColumnReader:
             flagged = layouts[0].flagged
         else:
             flagged = any(layout.flagged for layout in layouts)
-        return Columns(trace_ids[0::2], starts[0::2], values, flagged)
+        return Columns(list(trace_ids[0::2]), list(starts[0::2]), values, flagged)
 
-    def _layouts_of(self, parts: list[bytes], n: int) -> list[Layout] | None:
-        first = self._layout(parts[0]) if n else None
-        if first is None and n:
+    def _layouts_of(self, encoded: bytes, n: int, keys: int) -> list[Layout] | None:
+        """Each span's layout, from the encoded keys (then values) of every span.
+
+        The keys come first: each span's own, then the marker's. When every span
+        has the first span's keys, that section is the first span's part
+        repeated, which one comparison proves.
+        """
+        end = encoded.find(_KEY_FIELD)
+        if end < 0:
             return None
-        if n == 0 or parts.count(parts[0]) >= n:  # the last part holds the values
-            return [first] * n if first is not None else []
+        first = self._layout(encoded[:end])
+        if first is not None and keys == n * (first.count + 1):
+            unit = encoded[: end + len(_KEY_FIELD)]
+            if encoded.startswith(unit * n):
+                return [first] * n
+        parts = encoded.split(_KEY_FIELD)
+        if len(parts) != n + 1:  # the marker key also occurs elsewhere
+            return None
         layouts = []
         for part in parts[:n]:
             layout = self._layout(part)

@@ -120,8 +120,12 @@ class Correlator:
         hold: HoldBuffer,
         directory: Directory | None = None,
         usage: UsageReader | None = None,
+        *,
+        columns: bool = True,
     ) -> None:
+        """``columns=False`` decodes every request in full (the reference for tests)."""
         self._rules = rules
+        self._columns_enabled = columns
         self._resolver = resolver
         self._reader = reader
         self._sessions = sessions
@@ -185,7 +189,7 @@ class Correlator:
     def _columns_of(self, received: Received) -> Columns | None:
         """The request's columns when the batch path applies: no identity can be on
         it, no principals are configured, and the columns read cleanly."""
-        if self.directory.has_principals:
+        if self.directory.has_principals or not self._columns_enabled:
             return None
         columns = received.columns(self._column_reader)
         if columns is None or columns.flagged:

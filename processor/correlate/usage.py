@@ -31,7 +31,6 @@ USAGE_KEYS = _KEYS
 _MAX_LABEL = 64  # provider and model names become metric labels
 _MEMO_LIMIT = 65_536  # distinct encoded values remembered per kind
 _T = TypeVar("_T")
-_MISS: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,12 +282,10 @@ def _decoded(
     absent: _T,
 ) -> list[_T]:
     """``read`` of every entry of ``column`` (``absent`` for None), mostly from ``cache``."""
-    get = cache.get
-    out: list[Any] = [get(v, _MISS) if v is not None else absent for v in column]
-    if _MISS in out:
-        out = [
-            read(v) if o is _MISS and v is not None else o for v, o in zip(column, out, strict=True)
-        ]
+    out: list[Any] = list(map(cache.get, column))  # type: ignore[arg-type]
+    if None in out:  # absent, or not seen yet
+        pairs = zip(column, out, strict=True)
+        out = [(read(v) if v is not None else absent) if o is None else o for v, o in pairs]
     return out
 
 

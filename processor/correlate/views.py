@@ -58,9 +58,10 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
         ("start_time_unix_nano", 7, _F.TYPE_FIXED64, _REPEATED, ""),
         ("attributes", 9, _F.TYPE_MESSAGE, _OPTIONAL, "KeyValueColumns"),
     ],
-    # KeyValue { string key = 1; AnyValue value = 2; }
+    # KeyValue { string key = 1; AnyValue value = 2; } (keys are checked as UTF-8
+    # once per distinct layout, by KeyList)
     "KeyValueColumns": [
-        ("key", 1, _F.TYPE_STRING, _REPEATED, ""),
+        ("key", 1, _F.TYPE_BYTES, _REPEATED, ""),
         ("value", 2, _F.TYPE_BYTES, _REPEATED, ""),
     ],
     # The keys of one span's attributes, read back from their encoding.

@@ -1,0 +1,248 @@
+"""The column path against the full decode: same spans out, same counts, same usage.
+
+Every request is handed to two correlators in the same state, one reading by
+columns and one decoding in full (``columns=False``, the path the rest of the
+suite pinned down first). Hypothesis builds the requests from the shapes that
+matter: attribute order and types, missing and repeated keys, several resources
+and scopes, traces already known, request events, long sessions and the
+directory, with and without holding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from correlation_kit import ANA, MIKE, MS, T0, S, event, kv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from processor.correlate.address import DEFAULT_ADDRESS_KEYS
+from processor.correlate.columns import ColumnReader
+from processor.correlate.correlator import Correlator, Outcome, Rules
+from processor.correlate.hold import HoldBuffer
+from processor.correlate.received import Received
+from processor.correlate.resolve import Resolver
+from processor.correlate.span_identity import IdentityReader
+from processor.correlate.usage import Price, UsageReader
+from processor.directory import parse_directory
+from processor.model import Session, User
+from processor.sessions.memory import MemorySessionStore
+from processor.sessions.traces import TraceIdentities
+
+PLAT = User(id="plat", email="platform@example.com", team="platform")
+ADDRESSES = ["172.18.0.5", "172.18.0.6", "fd00::7", "10.9.0.1"]
+DIRECTORY = parse_directory(
+    {"users": [{"id": "plat", "email": "platform@example.com", "addresses": ["10.9.0.0/16"]}]}
+)
+COMPARE = settings(
+    derandomize=True,
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _value(kind: str, data: st.DataObject) -> AnyValue:
+    if kind == "addr":
+        ip = data.draw(st.sampled_from([*ADDRESSES, "::ffff:172.18.0.6", "nonsense", ""]))
+        text = f"[{ip}]:4{len(ip)}" if ":" in ip else (f"{ip}:40000" if ip else "")
+        return AnyValue(string_value=data.draw(st.sampled_from([text, ip])))
+    if kind == "count":
+        return data.draw(
+            st.sampled_from(
+                [
+                    AnyValue(int_value=data.draw(st.integers(0, 5000))),
+                    AnyValue(string_value="12"),
+                    AnyValue(double_value=7.5),
+                    AnyValue(int_value=-3),
+                ]
+            )
+        )
+    if kind == "cost":
+        return data.draw(
+            st.sampled_from(
+                [AnyValue(double_value=0.25), AnyValue(string_value="x"), AnyValue(int_value=2)]
+            )
+        )
+    if kind == "status":
+        return AnyValue(int_value=data.draw(st.sampled_from([200, 429, 500])))
+    marker = "\x00user-enricher/span-end"  # the column reader's marker key, as a value
+    text = data.draw(st.sampled_from(["openai", "anthropic", "gpt-4o", "claude-3", "", marker]))
+    return AnyValue(string_value=text)
+
+
+KEYS = {
+    "src.addr": "addr",
+    "client.address": "addr",
+    "gen_ai.provider.name": "text",
+    "gen_ai.request.model": "text",
+    "gen_ai.response.model": "text",
+    "gen_ai.usage.input_tokens": "count",
+    "gen_ai.usage.output_tokens": "count",
+    "agw.ai.usage.cost.total": "cost",
+    "http.status": "status",
+    "route": "text",
+}
+
+
+@st.composite
+def spans(draw: Any, layouts: list[list[str]]) -> Span:
+    data = draw(st.data())
+    keys = draw(st.sampled_from(layouts))
+    span = Span(
+        trace_id=draw(st.sampled_from([b"", *(bytes([i]) * 16 for i in range(1, 5))])),
+        span_id=draw(st.binary(min_size=8, max_size=8)),
+        name="POST /v1/chat/completions",
+        start_time_unix_nano=draw(st.sampled_from([0, *(T0 + k * 700 * MS for k in range(5))])),
+    )
+    span.attributes.extend(KeyValue(key=k, value=_value(KEYS[k], data)) for k in keys)
+    return span
+
+
+@st.composite
+def requests(draw: Any) -> ExportTraceServiceRequest:
+    key_lists = st.lists(st.sampled_from(sorted(KEYS)), max_size=8)
+    # A few layouts per request, as a gateway writes; sometimes a key twice.
+    layouts = draw(st.lists(key_lists, min_size=1, max_size=3))
+    request = ExportTraceServiceRequest()
+    for _ in range(draw(st.integers(1, 2))):
+        rs = request.resource_spans.add()
+        if draw(st.booleans()):
+            rs.resource.attributes.append(kv("service.name", "agentgateway"))
+        if draw(st.booleans()):
+            rs.resource.attributes.append(kv("client.address", draw(st.sampled_from(ADDRESSES))))
+        for _ in range(draw(st.integers(1, 2))):
+            ss = rs.scope_spans.add()
+            if draw(st.booleans()):
+                ss.scope.name = "agentgateway"
+                ss.schema_url = "https://opentelemetry.io/schemas/1.30.0"
+            ss.spans.extend(draw(st.lists(spans(layouts), max_size=6)))
+    return request
+
+
+def _correlator(hold_ms: int, columns: bool) -> tuple[Correlator, MemorySessionStore]:
+    store = MemorySessionStore(1000)
+    hour = 3600 * S
+    store.add(Session("172.18.0.5", MIKE, T0 - hour, T0 + 1500 * MS))  # ends mid-batch
+    store.add(Session("172.18.0.5", ANA, T0 + 1200 * MS, T0 + hour))  # overlaps it
+    store.add(Session("fd00::7", ANA, T0 - hour, T0 + hour))
+    store.add(event(MIKE, T0 - 200 * MS, model="gpt-4o", ip="172.18.0.6"))
+    store.add(event(ANA, T0 + 1300 * MS, ip="172.18.0.6"))
+    traces = TraceIdentities(600 * S, 1000)
+    traces.put(bytes([2]) * 16, PLAT, T0)
+    correlator = Correlator(
+        Rules(DEFAULT_ADDRESS_KEYS, ("gen_ai.request.model",), ("jwt.sub",), hold_ms * MS),
+        Resolver(window_ns=5 * S, skew_ns=500 * MS, policy="candidates"),
+        IdentityReader(),
+        store,
+        traces,
+        HoldBuffer(3),
+        DIRECTORY,
+        UsageReader({"gpt-4o": Price(2.5, 10.0)}),
+        columns=columns,
+    )
+    return correlator, store
+
+
+def _spans(payloads: list[bytes]) -> list[bytes]:
+    """Every span sent, decoded and re-encoded canonically, in a stable order."""
+    out: list[bytes] = []
+    for data in payloads:
+        request = ExportTraceServiceRequest.FromString(data)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                context = (rs.resource.SerializeToString(), ss.scope.SerializeToString())
+                out.extend(repr(context).encode() + s.SerializeToString() for s in ss.spans)
+    return sorted(out)
+
+
+def _summary(outs: list[Outcome]) -> dict[str, Any]:
+    payloads = [p.data for o in outs for p in ([o.current] if o.current else []) + o.released]
+    usage: dict[Any, Any] = Counter()
+    for o in outs:
+        for key, row in o.usage.items():
+            usage[key, "calls"] += int(row[0])
+            usage[key, "tokens"] += int(row[1]) * 100_000 + int(row[2])
+            usage[key, "cost"] += round(row[3], 9)
+            usage[key, "errors"] += int(row[4])
+    return {
+        "spans": _spans(payloads),
+        "counts": [
+            (o.spans, o.held, o.unattributed, o.no_address, o.failed, o.forced_out, o.attributed)
+            for o in outs
+        ],
+        "usage": {k: v for k, v in usage.items() if v},
+    }
+
+
+@COMPARE
+@given(batch=st.lists(requests(), min_size=1, max_size=3), hold_ms=st.sampled_from([0, 3000]))
+def test_column_path_matches_the_full_decode(
+    batch: list[ExportTraceServiceRequest], hold_ms: int
+) -> None:
+    """Same spans, attributions, counts and usage, request after request and at the drain."""
+    results = []
+    for columns in (True, False):
+        correlator, _ = _correlator(hold_ms, columns)
+        outs = [correlator.receive(Received.parse(r.SerializeToString()), T0) for r in batch]
+        outs.append(correlator.drain())
+        results.append(_summary(outs))
+    assert results[0] == results[1]
+
+
+def test_column_path_is_taken_for_gateway_batches() -> None:
+    """The comparison above is only worth something if the column path really runs."""
+    correlator, _ = _correlator(0, True)
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    span.attributes.extend([kv("src.addr", "fd00::7"), kv("gen_ai.provider.name", "openai")])
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.append(span)
+    received = Received.parse(request.SerializeToString())
+    correlator.receive(received, T0)
+    assert received._message is None  # never decoded in full
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no trace id", "no start time", "marker key as a key", "key twice", "identity on span"],
+)
+def test_spans_the_columns_cannot_vouch_for_take_the_full_decode(case: str) -> None:
+    """Anything that could misalign the columns sends the request to the full decode."""
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    span.attributes.append(kv("src.addr", "fd00::7"))
+    if case == "no trace id":
+        span.trace_id = b""
+    elif case == "no start time":
+        span.start_time_unix_nano = 0
+    elif case == "marker key as a key":
+        span.attributes.append(kv("\x00user-enricher/span-end", "x"))
+    elif case == "key twice":
+        span.attributes.append(kv("src.addr", "172.18.0.5"))
+    else:
+        span.attributes.append(kv("user.email", "ana.lima@example.com"))
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.append(span)
+    correlator, _ = _correlator(0, True)
+    received = Received.parse(request.SerializeToString())
+    correlator.receive(received, T0)
+    assert received._message is not None
+
+
+def test_layout_of_a_span_is_learned_once() -> None:
+    """Layouts are remembered by their encoded keys: a second batch learns nothing."""
+    reader = ColumnReader(["src.addr"])
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    span.attributes.extend([kv("route", "llm"), kv("src.addr", "fd00::7")])
+    first = reader.read([span.SerializeToString()] * 3)
+    assert (
+        first is not None
+        and first.values["src.addr"][2] == AnyValue(string_value="fd00::7").SerializeToString()
+    )
+    assert len(reader._layouts) == 1
+    reader.read([span.SerializeToString()] * 5)
+    assert len(reader._layouts) == 1
