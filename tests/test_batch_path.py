@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from processor.correlate import batch as batch_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.columns import ColumnReader
 from processor.correlate.correlator import Correlator, Outcome, Rules
@@ -246,3 +247,37 @@ def test_layout_of_a_span_is_learned_once() -> None:
     assert len(reader._layouts) == 1
     reader.read([span.SerializeToString()] * 5)
     assert len(reader._layouts) == 1
+
+
+@COMPARE
+@given(request=requests(), name=st.text(max_size=300))
+def test_spliced_output_is_the_encoder_output(
+    request: ExportTraceServiceRequest, name: str
+) -> None:
+    """The hand-framed request is byte for byte what the protobuf encoder writes."""
+    extra = Span(attributes=[kv("user.name", name)]).SerializeToString()
+    raw = request.SerializeToString()
+    received = Received.parse(raw)
+    extras = [extra if i % 2 else b"" for i in range(received.spans)]
+    spliced = batch_module._splice(received, extras)
+    if not received.spans:
+        assert spliced is None
+        return
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    for span, more in zip(spans, extras, strict=True):
+        span.MergeFromString(more)
+    assert spliced == request.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x1a\x00", b"\xc2\x3e\x00"], ids=["empty schema url", "unknown field 1000"]
+)
+def test_splice_declines_what_the_view_does_not_keep_exactly(tail: bytes) -> None:
+    """Anything at the resource level the hand framing would not reproduce: the encoder."""
+    request = ExportTraceServiceRequest()
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    request.resource_spans.add().scope_spans.add().spans.append(span)
+    rs = request.resource_spans[0].SerializeToString() + tail
+    raw = b"\x0a" + bytes([len(rs)]) + rs
+    received = Received.parse(raw)
+    assert batch_module._splice(received, [b"\x4a\x00"]) is None

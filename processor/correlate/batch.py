@@ -13,7 +13,7 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +127,9 @@ class BatchPath:
             self._hold(received, columns, held, ips, models, usage, now_ns, tag, out)
         if n > len(held):
             if held or any(extras):
-                data = _rewrite(received.view, extras, set(held))
+                data = (None if held else _splice(received, extras)) or _rewrite(
+                    received.view, extras, set(held)
+                )
             else:
                 data = received.raw
             out.current = c.payload(data, n - len(held), tag)
@@ -378,6 +380,73 @@ def _rewrite(view: Any, extras: list[bytes], held: set[int]) -> bytes:
         _drop_empty(rs.scope_spans)
     _drop_empty(view.resource_spans, "scope_spans")
     return bytes(view.SerializeToString())
+
+
+def _splice(received: Received, extras: list[bytes]) -> bytes | None:
+    """The received bytes with ``extras[i]`` appended to span ``i``, framed by hand.
+
+    Only the length prefixes change, so each span is copied once. None when the
+    request holds anything the view does not know at the request, resource or
+    scope level (the same framing of the spans as received would not give the
+    received size), or a span too large for the prefix table: :func:`_rewrite`
+    handles those.
+    """
+    spans = received.span_bytes()
+    lengths = list(map(len, spans))
+    grown = list(map(add, lengths, map(len, extras)))
+    if not grown or max(grown) >= _PREFIXED:
+        return None
+    prefixes = list(map(_SPAN_PREFIX.__getitem__, grown))
+    out: list[bytes] = []
+    original = 0  # the size of the request as received, framed the same way
+    at = 0
+    for rs in received.view.resource_spans:
+        parts: list[bytes] = [_field(b"\x0a", rs.resource)] if rs.resource else []
+        rs_original = len(parts[0]) if parts else 0
+        for ss in rs.scope_spans:
+            end = at + count if (count := len(ss.spans)) else at
+            head = [_field(b"\x0a", ss.scope)] if ss.scope else []
+            tail = [_field(b"\x1a", ss.schema_url.encode())] if ss.schema_url else []
+            mine = zip(prefixes[at:end], spans[at:end], extras[at:end], strict=True)
+            scope = b"".join([*head, *chain.from_iterable(mine), *tail])
+            framing = sum(len(part) for part in (*head, *tail))
+            own = lengths[at:end]
+            ss_original = framing + count + sum(own) + sum(map(_VARINT_SIZE.__getitem__, own))
+            parts.append(_field(b"\x12", scope))
+            rs_original += _field_size(ss_original)
+            at = end
+        if rs.schema_url:
+            parts.append(_field(b"\x1a", rs.schema_url.encode()))
+            rs_original += len(parts[-1])
+        out.append(_field(b"\x0a", b"".join(parts)))
+        original += _field_size(rs_original)
+    if original != len(received.raw):
+        return None
+    return b"".join(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _field_size(length: int) -> int:
+    """The encoded size of a length-delimited field with a one-byte tag."""
+    return 1 + len(_varint(length)) + length
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Span field prefixes (tag 2, length) and varint sizes for spans under 16 KiB.
+_PREFIXED = 1 << 14
+_SPAN_PREFIX = [b"\x12" + _varint(n) for n in range(_PREFIXED)]
+_VARINT_SIZE = [len(_varint(n)) for n in range(_PREFIXED)]
 
 
 def _drop_empty(items: Any, field: str = "spans") -> None:

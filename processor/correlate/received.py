@@ -19,13 +19,14 @@ class Received:
     that need every field.
     """
 
-    __slots__ = ("_columns", "_message", "raw", "spans", "view")
+    __slots__ = ("_columns", "_message", "_spans", "raw", "spans", "view")
 
     def __init__(self, raw: bytes, view: Any) -> None:
         self.raw = raw
         self.view = view
         self.spans: int = sum(len(ss.spans) for rs in view.resource_spans for ss in rs.scope_spans)
         self._message: ExportTraceServiceRequest | None = None
+        self._spans: list[bytes] | None = None
         self._columns: tuple[ColumnReader, Columns | None] | None = None
 
     @classmethod
@@ -47,12 +48,14 @@ class Received:
         return self._message
 
     def span_bytes(self) -> list[bytes]:
-        """Every span, serialized, in request order."""
-        out: list[bytes] = []
-        for rs in self.view.resource_spans:
-            for ss in rs.scope_spans:
-                out.extend(ss.spans)
-        return out
+        """Every span, serialized, in request order (cached; do not change the list)."""
+        if self._spans is None:
+            out: list[bytes] = []
+            for rs in self.view.resource_spans:
+                for ss in rs.scope_spans:
+                    out.extend(ss.spans)
+            self._spans = out
+        return self._spans
 
     def columns(self, reader: ColumnReader) -> Columns | None:
         """The spans' columns as ``reader`` reads them (cached per reader)."""

@@ -8,9 +8,10 @@ When the gateway did not price a call, a configured price table does.
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import add
 from typing import Any, NamedTuple, TypeVar
 
@@ -187,16 +188,11 @@ class UsageReader:
             return
         uids = list(map(id, users))
         owners = dict(zip(uids, users, strict=True))
-        keys = list(
-            zip(
-                uids,
-                providers,
-                values[RESPONSE_MODEL],
-                values[REQUEST_MODEL],
-                values[STATUS],
-                strict=True,
-            )
-        )
+        # Group by user and the encoded names and status; a column with one value
+        # throughout (most are) is left out of the key and read once.
+        named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
+        varying = [j for j, c in enumerate(named) if c.count(c[0]) != n]
+        keys: list[Any] = list(zip(uids, *(named[j] for j in varying), strict=True))
         tokens_in = _decoded(values[INPUT_TOKENS], self._counts, self._count_of, 0)
         tokens_out = _decoded(values[OUTPUT_TOKENS], self._counts, self._count_of, 0)
         cost_column = values[COST]
@@ -206,23 +202,26 @@ class UsageReader:
             if None in costs:  # some calls unpriced by the gateway: price them one by one
                 self._add_spans(totals, users, values)
                 return
-        calls_of = Counter(keys)
-        number = {key: i for i, key in enumerate(calls_of)}
+        number = {key: i for i, key in enumerate(dict.fromkeys(keys))}
         groups, size = list(map(number.__getitem__, keys)), len(number)
+        calls_of = _sum_by(groups, size, repeat(1, n))
         if costs is not None:
             costs = _sum_by(groups, size, costs)
         sums_in = _sum_by(groups, size, tokens_in)
         sums_out = _sum_by(groups, size, tokens_out)
         text, count = self._text_of, self._count_of
-        for g, (key, calls) in enumerate(calls_of.items()):
-            uid, p, rm, qm, st = key
+        for g, key in enumerate(number):
+            names = [column[0] for column in named]
+            for j, value in zip(varying, key[1:], strict=True):
+                names[j] = value
+            p, rm, qm, st = names
             if p is None:
                 continue
             model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
             model = model or "unknown"
-            t_in, t_out = sums_in[g], sums_out[g]
+            t_in, t_out, calls = sums_in[g], sums_out[g], calls_of[g]
             cost = costs[g] if costs is not None else self._priced(model, t_in, t_out)
-            row_key = (owners[uid], text(p) or "unknown", model)
+            row_key = (owners[key[0]], text(p) or "unknown", model)
             row = totals.get(row_key)
             if row is None:
                 row = totals[row_key] = [0, 0, 0, 0.0, 0]
@@ -289,7 +288,7 @@ def _decoded(
     return out
 
 
-def _sum_by(groups: list[int], size: int, values: list[Any]) -> list[Any]:
+def _sum_by(groups: list[int], size: int, values: Iterable[Any]) -> list[Any]:
     """The sum of ``values`` per group number, accumulated element by element in C.
 
     The nested maps run in lockstep, so the read of ``sums[groups[i]]`` happens
