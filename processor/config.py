@@ -238,6 +238,8 @@ def _size_between(low: int, high: int) -> AfterValidator:
 
 def _format_size(size: int) -> str:
     """Render a byte count in the largest binary unit that divides it."""
+    if size == 0:
+        return "0"
     for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if size % factor == 0:
             return f"{size // factor}{unit}"
@@ -572,6 +574,9 @@ class QueueConfig(_Frozen):
     size: PositiveInt = 1000  # requests (the Collector's default queue size)
     max_bytes: Annotated[int, BeforeValidator(_size), _size_between(MiB, 16 * GiB)] = 256 * MiB
     consumers: Annotated[int, Field(strict=True, ge=1, le=256)] = 10
+    # Batches waiting together are sent as one request up to this size (0: never).
+    # Keep it under the downstream's limit (Jaeger and the Collector: 4 MiB).
+    merge_bytes: Annotated[int, BeforeValidator(_size), _size_between(0, 64 * MiB)] = 2 * MiB
     directory: ConfigPath | None = None
     max_spool_bytes: Annotated[int, BeforeValidator(_size), _size_between(MiB, 1024 * GiB)] = GiB
     # On shutdown, how long to keep delivering before giving up (spooling or counting).

@@ -131,6 +131,7 @@ class Service:
             size=queue.size,
             max_bytes=queue.max_bytes,
             consumers=queue.consumers,
+            merge_bytes=queue.merge_bytes,
             on_delivered=self.pipeline.delivered,
             on_dropped=self.pipeline.dropped,
             on_requeued=self.pipeline.requeued,

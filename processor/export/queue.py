@@ -5,6 +5,12 @@ When the queue is full the receiver refuses (backpressure) instead of accepting
 and dropping. A batch leaves the queue only when the downstream acknowledged it,
 or refused it permanently (dropped, loudly); a batch whose retries ran out goes
 back to the end of the queue.
+
+A consumer that finds several batches waiting sends them as one request, up to
+``merge_bytes``: the concatenation of encoded ExportTraceServiceRequests is the
+encoding of one request holding all their spans. Fewer, larger calls cost less
+per span on both ends. A merged request the downstream refuses for good is
+sent again batch by batch, so only the bad batch is dropped.
 """
 
 from __future__ import annotations
@@ -52,8 +58,10 @@ class ExportQueue:
         on_delivered: Done,
         on_dropped: Dropped,
         on_requeued: Done | None = None,
+        merge_bytes: int = 0,
     ) -> None:
         self._sender = sender
+        self._merge_bytes = merge_bytes
         self._size = size
         self._max_bytes = max_bytes
         self._consumers = consumers
@@ -117,10 +125,57 @@ class ExportQueue:
         return left
 
     async def _consume(self) -> None:
+        carry: Batch | None = None  # taken from the queue, did not fit the last merge
         while True:
-            batch = await self._waiting.get()
+            batch = carry if carry is not None else await self._waiting.get()
+            carry = None
             self._in_flight[id(batch)] = batch
-            await self._deliver(batch)
+            merged = [batch]
+            size = len(batch.data)
+            while size < self._merge_bytes and not self._waiting.empty():
+                more = self._waiting.get_nowait()
+                self._in_flight[id(more)] = more
+                if size + len(more.data) > self._merge_bytes:
+                    carry = more
+                    break
+                merged.append(more)
+                size += len(more.data)
+            if len(merged) == 1:
+                await self._deliver(batch)
+            else:
+                await self._deliver_merged(merged)
+
+    async def _deliver_merged(self, batches: list[Batch]) -> None:
+        """Send ``batches`` as one request; settle each as :meth:`_deliver` would."""
+        try:
+            await self._sender.send(b"".join(b.data for b in batches))
+        except asyncio.CancelledError:
+            raise
+        except DownstreamError as exc:
+            if exc.code == SHUTDOWN_CODE or (exc.retryable and self._stopping):
+                return  # they stay in flight: drain() reports them as not delivered
+            if exc.retryable:
+                for batch in batches:
+                    self._finish(batch)
+                    log.warning("export_requeued", spans=batch.spans, code=exc.code)
+                    if self._on_requeued is not None:
+                        self._on_requeued(batch)
+                    self.put(batch)
+                return
+            for batch in batches:  # find the batch the downstream refuses
+                await self._deliver(batch)
+            return
+        except Exception:  # our bug: each batch on its own, as if it came alone
+            log.exception("export_merge_failed_unexpectedly", batches=len(batches))
+            for batch in batches:
+                await self._deliver(batch)
+            return
+        for batch in batches:
+            self._finish(batch)
+            try:
+                self._on_delivered(batch)
+            except Exception:
+                log.exception("delivery_bookkeeping_failed", spans=batch.spans)
 
     async def _deliver(self, batch: Batch) -> None:
         try:
