@@ -1,11 +1,13 @@
 """The benchmark's downstream: an OTLP/gRPC sink that acknowledges without decoding.
 
 Each Export call is answered at once. The sink only looks for the load
-generator's marker (``MARKER``, the first span's span id) in the first bytes of
-the request and records when that request arrived (CLOCK_MONOTONIC, which every
+generator's marker (``MARKER``, the first span's span id) in the request and
+records when that request arrived (CLOCK_MONOTONIC, which every
 process on the machine shares), so the load generator can count delivered spans
 and time each request from its send to its delivery. One request in
-``SAMPLE_EVERY`` is decoded to check that it still holds every span.
+``SAMPLE_EVERY`` is decoded to check that it still holds every span. A service
+may merge several requests into one (``exporter.queue.merge_bytes``), so every
+marker in the payload counts.
 
 A second method, ``/benchmarks.Sink/Drain``, returns what was recorded since
 the previous call as JSON and forgets it.
@@ -41,13 +43,15 @@ _RESPONSE = ExportTraceServiceResponse().SerializeToString()
 _NEEDLE = SPAN_ID_PREFIX + MARKER
 
 
-def find_sequence(raw: bytes) -> int | None:
-    """The load generator's sequence number carried by ``raw``, or None when absent."""
-    at = raw.find(_NEEDLE, 0, SEARCH_BYTES)
-    if at < 0:
-        return None
-    start = at + len(_NEEDLE)
-    return int.from_bytes(raw[start : start + 4], "big")
+def find_sequences(raw: bytes) -> list[int]:
+    """Every load-generator sequence number in ``raw`` (several when requests were merged)."""
+    found = []
+    at = raw.find(_NEEDLE)
+    while at >= 0:
+        start = at + len(_NEEDLE)
+        found.append(int.from_bytes(raw[start : start + 4], "big"))
+        at = raw.find(_NEEDLE, start)
+    return found
 
 
 def count_spans(raw: bytes) -> int:
@@ -71,13 +75,14 @@ class Recorder:
         now = time.monotonic_ns()
         self.requests += 1
         self.bytes += len(raw)
-        seq = find_sequence(raw)
-        if seq is None:
+        sequences = find_sequences(raw)
+        if not sequences:
             self.unmarked += 1
-        else:
-            self.arrivals.append((seq, now))
-        if self.requests % SAMPLE_EVERY == 0:
-            self.samples.append((-1 if seq is None else seq, count_spans(raw)))
+        self.arrivals.extend((seq, now) for seq in sequences)
+        if self.requests % SAMPLE_EVERY == 0 and sequences:
+            # Spans per merged request; a loss shows as a count that does not divide.
+            spans, parts = count_spans(raw), len(sequences)
+            self.samples.append((sequences[0], spans // parts if spans % parts == 0 else -1))
         return _RESPONSE
 
     async def drain(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:

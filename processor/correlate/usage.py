@@ -8,11 +8,8 @@ When the gateway did not price a call, a configured price table does.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import add
 from typing import Any, NamedTuple, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -204,11 +201,16 @@ class UsageReader:
                 return
         number = {key: i for i, key in enumerate(dict.fromkeys(keys))}
         groups, size = list(map(number.__getitem__, keys)), len(number)
-        calls_of = _sum_by(groups, size, repeat(1, n))
+        calls_of, sums_in, sums_out = [0] * size, [0] * size, [0] * size
+        for g, t_in, t_out in zip(groups, tokens_in, tokens_out, strict=True):
+            calls_of[g] += 1
+            sums_in[g] += t_in
+            sums_out[g] += t_out
         if costs is not None:
-            costs = _sum_by(groups, size, costs)
-        sums_in = _sum_by(groups, size, tokens_in)
-        sums_out = _sum_by(groups, size, tokens_out)
+            per_group: list[float] = [0.0] * size
+            for g, cost in zip(groups, costs, strict=True):
+                per_group[g] += cost
+            costs = per_group
         text, count = self._text_of, self._count_of
         for g, key in enumerate(number):
             names = [column[0] for column in named]
@@ -286,17 +288,6 @@ def _decoded(
         pairs = zip(column, out, strict=True)
         out = [(read(v) if v is not None else absent) if o is None else o for v, o in pairs]
     return out
-
-
-def _sum_by(groups: list[int], size: int, values: Iterable[Any]) -> list[Any]:
-    """The sum of ``values`` per group number, accumulated element by element in C.
-
-    The nested maps run in lockstep, so the read of ``sums[groups[i]]`` happens
-    after the write for ``i - 1``: a plain running sum per group.
-    """
-    sums: list[Any] = [0] * size
-    deque(map(sums.__setitem__, groups, map(add, map(sums.__getitem__, groups), values)), 0)
-    return sums
 
 
 def _memo(cache: dict[bytes, _T], encoded: bytes, read: Callable[[AnyValue], _T]) -> _T:
