@@ -274,7 +274,8 @@ def service_config(
 
 
 CONFIG_NOTE = (
-    "service config: defaults (usage metrics on, 10 export consumers, queue 1000) except "
+    "service config: defaults (usage metrics on, 10 export consumers, queue 1000, merge 2 MiB) "
+    "except "
     "correlation.hold: 0, api.rate_limit off (for loading), sessions.max_sessions: 2,000,000, "
     "receiver.http_endpoint off, logging warning"
 )
