@@ -134,6 +134,7 @@ def _correlator(hold_ms: int, columns: bool) -> tuple[Correlator, MemorySessionS
     store.add(Session("fd00::7", ANA, T0 - hour, T0 + hour))
     store.add(event(MIKE, T0 - 200 * MS, model="gpt-4o", ip="172.18.0.6"))
     store.add(event(ANA, T0 + 1300 * MS, ip="172.18.0.6"))
+    store.add(event(MIKE, T0 + hour // 2, ip="fd00::7"))  # events there, none near the spans
     traces = TraceIdentities(600 * S, 1000)
     traces.put(bytes([2]) * 16, PLAT, T0)
     correlator = Correlator(

@@ -102,6 +102,13 @@ class BatchPath:
             if models is None:
                 models = self._models_of(columns)
             sessions, directory, resolve = c._sessions, c.directory, self._resolver.resolve
+            if ip is not None:  # request events at ip
+                found = self._resolver.resolve_at(
+                    ip, [starts[i] for i in group], [models[i] for i in group], sessions, directory
+                )
+                for i, a in zip(group, found, strict=True):
+                    decisions[i] = a
+                continue
             for i in group:
                 a = decisions[i] = resolve(SpanFacts(ip, starts[i], models[i]), sessions, directory)
                 if a is None and ip is None:

@@ -8,7 +8,8 @@ beyond a trace map, so they live with the span walk in ``correlator``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,6 +86,58 @@ class Resolver:
         memo[ip] = (t_ns, match.until_ns, decision)
         return decision
 
+    def resolve_at(
+        self,
+        ip: str,
+        times: Sequence[int],
+        models: Sequence[str],
+        sessions: SessionLookup,
+        directory: Directory,
+    ) -> list[Attribution | None]:
+        """:meth:`resolve` for many spans at ``ip`` (no principals), sharing the work.
+
+        The events near the whole batch are read once; a span's candidates are a
+        slice of them. Spans whose candidates name a single user (or none, which
+        leaves long sessions and the directory) share one decision per slice and
+        model. Only spans between several users are decided one by one, since
+        the order of their candidates depends on each span's time.
+        """
+        if not times:
+            return []
+        window, skew = self._window_ns, self._skew_ns
+        events = sessions.events_near(ip, min(times) - window, max(times) + skew)
+        at = [e.start_ns for e in events]
+        shared: dict[tuple[int, int, str], Attribution | _Open | None] = {}
+        memo: Memo = {}
+        out: list[Attribution | None] = []
+        for t, model in zip(times, models, strict=True):
+            key = (bisect_left(at, t - window), bisect_right(at, t + skew), model)
+            decision = shared.get(key, _UNSEEN)
+            if decision is _UNSEEN:
+                decision = shared[key] = self._shared(events[key[0] : key[1]], model)
+            if decision is _NO_EVENT:
+                hit = memo.get(ip)
+                if hit is not None and hit[0] <= t < hit[1]:
+                    out.append(hit[2])
+                else:
+                    out.append(self.by_address(ip, t, sessions, directory, memo))
+            elif decision is _PER_SPAN:
+                out.append(self.resolve(SpanFacts(ip, t, model), sessions, directory))
+            else:
+                out.append(decision)  # type: ignore[arg-type]
+        return out
+
+    def _shared(self, events: list[Session], model: str) -> Attribution | _Open:
+        """The decision every span with these candidate events shares, if any."""
+        if model:
+            events = [e for e in events if not e.model or same_model(e.model, model)]
+        users = _distinct(e.user for e in events)
+        if not users:
+            return _NO_EVENT
+        if len(users) > 1:
+            return _PER_SPAN
+        return Attribution(users[0], SESSION, HIGH)
+
     def _event_candidates(self, facts: SpanFacts, sessions: SessionLookup) -> list[Session]:
         """Request events the span may answer, nearest first, after model narrowing.
 
@@ -132,6 +185,13 @@ class Resolver:
             if user is not None:
                 return Attribution(user, DIRECTORY, HIGH)
         return None
+
+
+class _Open:
+    """A decision :meth:`Resolver.resolve_at` cannot share: see there."""
+
+
+_NO_EVENT, _PER_SPAN, _UNSEEN = _Open(), _Open(), _Open()
 
 
 def _distinct(users: Iterable[User]) -> tuple[User, ...]:
