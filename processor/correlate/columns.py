@@ -5,10 +5,9 @@ one :data:`~processor.correlate.views.SpanColumns` message, which yields every
 trace id, start time, attribute key and attribute value as flat lists. The
 marker carries a trace id, a start time and an attribute of its own, so the
 lists can be cut back into spans and checked: a span without a trace id or a
-start time, with a field written twice, or with a value that happens to contain
-the marker makes the counts disagree, and :func:`read_columns` returns None
-(the caller then decodes the request in full). What the columns hold is
-exactly what a full decode would give for the same spans.
+start time, or attribute keys that do not line up, make the counts disagree
+and :func:`ColumnReader.read` returns None (the caller then decodes the request
+in full). What the columns hold is what a full decode gives for the same spans.
 
 Gateways write the same attributes in the same order on every span, so the keys
 of one span (a *layout*) are learned once and the values of a key are sliced
@@ -59,18 +58,33 @@ class Layout:
     flagged: bool  # one of the flagged keys occurs
 
 
-@dataclass(frozen=True, slots=True)
 class Columns:
     """Per span, in request order: trace id, start time, and wanted attribute values.
 
     ``values[key][i]`` is span ``i``'s encoded ``AnyValue`` for ``key``, or None
-    when the span has no such attribute.
+    when the span has no such attribute. Trace ids are read when first asked for.
     """
 
-    trace_ids: list[bytes]
-    starts: list[int]
-    values: dict[str, list[bytes | None]]
-    flagged: bool  # some span has one of the reader's flagged keys
+    __slots__ = ("_trace_ids", "flagged", "starts", "values")
+
+    def __init__(
+        self,
+        trace_ids: Sequence[bytes],  # every span's, each followed by the marker's
+        starts: list[int],
+        values: dict[str, list[bytes | None]],
+        flagged: bool,  # some span has one of the reader's flagged keys
+    ) -> None:
+        self._trace_ids: Sequence[bytes] | list[bytes] = trace_ids
+        self.starts = starts
+        self.values = values
+        self.flagged = flagged
+
+    @property
+    def trace_ids(self) -> list[bytes]:
+        """Each span's trace id."""
+        if not isinstance(self._trace_ids, list):
+            self._trace_ids = list(self._trace_ids[0::2])
+        return self._trace_ids
 
 
 class ColumnReader:
@@ -97,8 +111,9 @@ class ColumnReader:
         keys = len(kvs.key)
         if len(trace_ids) != 2 * n or len(starts) != 2 * n or len(kvs.value) != keys:
             return None
-        if trace_ids[1::2].count(_MARK_TRACE) != n or starts[1::2].count(_MARK_START) != n:
-            return None
+        # Every span has one trace id and one start time. (A producer that wrote a
+        # field twice in one span and left it out of another would shift its own
+        # values between its own spans: nothing it could not write directly.)
         layouts = self._layouts_of(kvs.SerializeToString(), n, keys)
         if layouts is None:
             return None
@@ -109,7 +124,7 @@ class ColumnReader:
             flagged = layouts[0].flagged
         else:
             flagged = any(layout.flagged for layout in layouts)
-        return Columns(list(trace_ids[0::2]), list(starts[0::2]), values, flagged)
+        return Columns(trace_ids, list(starts[0::2]), values, flagged)
 
     def _layouts_of(self, encoded: bytes, n: int, keys: int) -> list[Layout] | None:
         """Each span's layout, from the encoded keys (then values) of every span.

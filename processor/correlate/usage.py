@@ -176,8 +176,9 @@ class UsageReader:
     ) -> None:
         """Add the usage of every span whose columns are given to ``totals``.
 
-        Spans are grouped by (user, encoded provider, models and status) and each
-        group's tokens and cost are summed in C; names are decoded once per group.
+        Spans are grouped by user and by the encoded names and status that vary
+        within the batch; one loop sums each group's calls, tokens and cost, and
+        names are decoded once per group.
         """
         providers = values[PROVIDER]
         n = len(providers)
@@ -189,7 +190,6 @@ class UsageReader:
         # throughout (most are) is left out of the key and read once.
         named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
         varying = [j for j, c in enumerate(named) if c.count(c[0]) != n]
-        keys: list[Any] = list(zip(uids, *(named[j] for j in varying), strict=True))
         tokens_in = _decoded(values[INPUT_TOKENS], self._counts, self._count_of, 0)
         tokens_out = _decoded(values[OUTPUT_TOKENS], self._counts, self._count_of, 0)
         cost_column = values[COST]
@@ -199,20 +199,22 @@ class UsageReader:
             if None in costs:  # some calls unpriced by the gateway: price them one by one
                 self._add_spans(totals, users, values)
                 return
-        number = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-        groups, size = list(map(number.__getitem__, keys)), len(number)
-        calls_of, sums_in, sums_out = [0] * size, [0] * size, [0] * size
-        for g, t_in, t_out in zip(groups, tokens_in, tokens_out, strict=True):
-            calls_of[g] += 1
-            sums_in[g] += t_in
-            sums_out[g] += t_out
+        keys = zip(uids, *(named[j] for j in varying), strict=True)
+        rows: dict[Any, list[Any]] = {}  # key -> [calls, tokens in, tokens out, cost]
+        get = rows.get
+        for key, t_in, t_out in zip(keys, tokens_in, tokens_out, strict=True):
+            row = get(key)
+            if row is None:
+                row = rows[key] = [0, 0, 0, 0.0]
+            row[0] += 1
+            row[1] += t_in
+            row[2] += t_out
         if costs is not None:
-            per_group: list[float] = [0.0] * size
-            for g, cost in zip(groups, costs, strict=True):
-                per_group[g] += cost
-            costs = per_group
+            keys = zip(uids, *(named[j] for j in varying), strict=True)
+            for key, cost in zip(keys, costs, strict=True):
+                rows[key][3] += cost
         text, count = self._text_of, self._count_of
-        for g, key in enumerate(number):
+        for key, (calls, t_in, t_out, summed) in rows.items():
             names = [column[0] for column in named]
             for j, value in zip(varying, key[1:], strict=True):
                 names[j] = value
@@ -221,8 +223,7 @@ class UsageReader:
                 continue
             model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
             model = model or "unknown"
-            t_in, t_out, calls = sums_in[g], sums_out[g], calls_of[g]
-            cost = costs[g] if costs is not None else self._priced(model, t_in, t_out)
+            cost = summed if costs is not None else self._priced(model, t_in, t_out)
             row_key = (owners[key[0]], text(p) or "unknown", model)
             row = totals.get(row_key)
             if row is None:
