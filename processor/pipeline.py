@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import structlog
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter as Counter_
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
 from processor.correlate.received import Received
@@ -57,6 +58,7 @@ class Pipeline:
         self._spool = spool
         self._on_learned = on_learned
         self._user_labels = user_labels
+        self._children: dict[tuple[int, tuple[str, ...]], Counter_] = {}
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -243,7 +245,7 @@ class Pipeline:
             if confidence == "ambiguous":
                 m.spans_ambiguous.labels(policy=self._policy).inc(count)
             if not (confidence == "ambiguous" and self._policy != "nearest"):
-                m.spans_enriched.labels(method=method, confidence=confidence).inc(count)
+                self._inc(m.spans_enriched, (method, confidence), count)
         for counter, value in (
             (m.spans_unmatched, o.unattributed),
             (m.spans_no_address, o.no_address),
@@ -266,7 +268,7 @@ class Pipeline:
     def _record_usage(self, o: Outcome) -> None:
         """Per-user LLM usage: one label lookup per (user, provider, model) of the batch."""
         assert self._user_labels is not None
-        m = self._metrics
+        m, inc = self._metrics, self._inc
         for (user, provider, model), (
             calls,
             tokens_in,
@@ -276,15 +278,32 @@ class Pipeline:
         ) in o.usage.items():
             who, team = self._user_labels(user)
             labels = (who, team, provider, model)
-            m.llm_requests.labels(*labels).inc(calls)
+            inc(m.llm_requests, labels, calls)
             if tokens_in:
-                m.llm_tokens.labels(*labels, "input").inc(tokens_in)
+                inc(m.llm_tokens, (*labels, "input"), tokens_in)
             if tokens_out:
-                m.llm_tokens.labels(*labels, "output").inc(tokens_out)
+                inc(m.llm_tokens, (*labels, "output"), tokens_out)
             if cost:
-                m.llm_cost.labels(*labels).inc(cost)
+                inc(m.llm_cost, labels, cost)
             if errors:
-                m.llm_errors.labels(*labels).inc(errors)
+                inc(m.llm_errors, labels, errors)
+
+    def _inc(self, metric: Counter_, labels: tuple[str, ...], value: float) -> None:
+        """``metric.labels(*labels).inc(value)``, with the child looked up once.
+
+        A label lookup costs a lock and a validation; a batch touches the same
+        few series again and again.
+        """
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_LIMIT:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        child.inc(value)
+
+
+_CHILDREN_LIMIT = 65_536  # labelled series remembered (the metrics cap users well below)
 
 
 def _one(tag: int) -> Counter[int]:

@@ -10,6 +10,7 @@ from processor.model import User
 UNKNOWN = "unknown"  # spans nobody could be attributed to
 OTHER = "other"  # users past the cap
 NO_TEAM = "none"
+_HASHED_LIMIT = 65_536
 
 
 class UserLabels:
@@ -30,6 +31,7 @@ class UserLabels:
         self._hasher = hasher
         self._team_of = team_of or (lambda user: user.team)
         self._known: dict[str, str] = {}
+        self._hashed: dict[str, str] = {}  # email -> its keyed hash (one HMAC per user)
 
     def __call__(self, user: User | None) -> tuple[str, str]:
         """(user label, team label) for ``user``."""
@@ -47,5 +49,12 @@ class UserLabels:
 
     def _label(self, user: User) -> str:
         if self._hasher is not None:
-            return self._hasher(user.email) if user.email else user.id
+            if not user.email:
+                return user.id
+            hashed = self._hashed.get(user.email)
+            if hashed is None:
+                if len(self._hashed) >= _HASHED_LIMIT:
+                    self._hashed.clear()
+                hashed = self._hashed[user.email] = self._hasher(user.email)
+            return hashed
         return user.email or user.id
