@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.workload import gateway_batch, sessions
+from benchmarks.workload import gateway_batch, mixed_batch, sessions
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
@@ -57,25 +57,28 @@ def main() -> None:
         return ExportTraceServiceRequest.FromString(raw).SerializeToString()
 
     base = _rate(passthrough, args.seconds)
-    print(f"{'case':<52} {'spans/s':>10} {'vs pass-through':>16}")
-    print(f"{'decode + re-encode (pass-through)':<52} {base:>10,.0f} {1.0:>16.2f}")
-    cases = [(4, True, True), (4, True, False), (4, False, True)]
-    cases += [(count, True, True) for count in (10_000, 100_000)]
-    for count, usage, columns in cases:
+    print(f"{'case':<66} {'spans/s':>10} {'vs pass-through':>16}")
+    print(f"{'decode + re-encode (pass-through)':<66} {base:>10,.0f} {1.0:>16.2f}")
+    mixed = mixed_batch(BATCH)
+    cases = [(4, True, True, raw), (4, True, False, raw), (4, False, True, raw)]
+    cases += [(4, True, True, mixed)]
+    cases += [(count, True, True, raw) for count in (10_000, 100_000)]
+    for count, usage, columns, batch in cases:
         store = MemorySessionStore(count + 1)
         for s in sessions(count):
             store.add(s)
         correlator = _correlator(store, usage=usage, columns=columns)
 
-        def enrich(correlator: Correlator = correlator) -> object:
-            received = Received.parse(raw)
+        def enrich(correlator: Correlator = correlator, batch: bytes = batch) -> object:
+            received = Received.parse(batch)
             correlator.admit(received)
             return correlator.receive(received, 0).current
 
         rate = _rate(enrich, args.seconds)
         how = ("columns" if columns else "full decode") + (", usage" if usage else ", no usage")
+        how += ", 1 span in 20 without tokens" if batch is mixed else ""
         label = f"enrich all ({how}), {count:,} sessions"
-        print(f"{label:<52} {rate:>10,.0f} {rate / base:>16.2f}")
+        print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
 
 
 def _correlator(store: MemorySessionStore, *, usage: bool, columns: bool) -> Correlator:

@@ -59,6 +59,16 @@ def gateway_batch(spans: int, seed: int = 1) -> bytes:
     return request.SerializeToString()
 
 
+def mixed_batch(spans: int, every: int = 20, seed: int = 1) -> bytes:
+    """:func:`gateway_batch` with one span in ``every`` lacking its token counts (a
+    failed call), so the batch has two attribute layouts."""
+    request = ExportTraceServiceRequest.FromString(gateway_batch(spans, seed))
+    for i, span in enumerate(request.resource_spans[0].scope_spans[0].spans):
+        if i % every == 0:
+            del span.attributes[13:]
+    return request.SerializeToString()
+
+
 def sessions(count: int, seed: int = 2) -> list[Session]:
     """One covering session per gateway address plus ``count - 4`` sessions elsewhere."""
     hour = 3600 * 1_000_000_000

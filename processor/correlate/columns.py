@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from operator import is_not
 
 from google.protobuf.message import DecodeError
 
@@ -48,9 +48,12 @@ _MARK = (
 _MEMO_LIMIT = 4096  # distinct attribute layouts remembered
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Layout:
-    """One span's attribute keys: how many, and where each wanted key sits."""
+    """One span's attribute keys: how many, and where each wanted key sits.
+
+    Compared by identity: the reader keeps one object per distinct layout.
+    """
 
     count: int
     positions: dict[str, int]  # wanted key -> index among the span's attributes
@@ -145,8 +148,9 @@ class ColumnReader:
         if len(parts) != n + 1:  # the marker key also occurs elsewhere
             return None
         layouts = []
+        common, common_layout = parts[0], first  # most spans share the first's keys
         for part in parts[:n]:
-            layout = self._layout(part)
+            layout = common_layout if part == common else self._layout(part)
             if layout is None:
                 return None
             layouts.append(layout)
@@ -185,13 +189,18 @@ class ColumnReader:
                 at = layout.positions.get(key)
                 out[key] = list(flat[at::stride]) if at is not None else [None] * n
             return out
-        every = list(flat)
-        starts = [0, *accumulate(layout.count + 1 for layout in layouts)]
-        if starts[-1] != len(every):
+        # Runs of spans with one layout are strided slices of the flat list, as in
+        # the uniform case; gateways change layout rarely (a failed call, say).
+        ends = [i for i, change in enumerate(map(is_not, layouts, layouts[1:]), 1) if change]
+        out = {key: [None] * n for key in self._wanted}
+        offset, first = 0, 0
+        for end in (*ends, n):
+            layout = layouts[first]
+            stride = layout.count + 1
+            stop = offset + (end - first) * stride
+            for key, at in layout.positions.items():
+                out[key][first:end] = flat[offset + at : stop : stride]
+            offset, first = stop, end
+        if offset != len(flat):
             return None
-        for key in self._wanted:
-            out[key] = [
-                every[start + at] if (at := layout.positions.get(key)) is not None else None
-                for start, layout in zip(starts, layouts, strict=False)
-            ]
         return out
