@@ -119,14 +119,13 @@ class BatchPath:
         usage = self._usage
         if usage is not None:
             user_of = {key: a.user if a is not None else None for key, a in objects.items()}
-            users = list(map(user_of.__getitem__, ids))
             if held:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
                 values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
-                usage.add_columns(out.usage, [users[i] for i in keep], values)
+                usage.add_columns(out.usage, [ids[i] for i in keep], user_of, values)
             else:
-                usage.add_columns(out.usage, users, columns.values)
+                usage.add_columns(out.usage, ids, user_of, columns.values)
         extras = self._encoded(ids, objects)
         if held:
             if models is None:

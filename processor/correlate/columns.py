@@ -107,7 +107,7 @@ class ColumnReader:
         if not n:
             return Columns([], [], {key: [] for key in self._wanted}, False)
         try:
-            flat = SpanColumns.FromString(_MARK.join(spans) + _MARK)
+            flat = SpanColumns.FromString(_MARK.join([*spans, b""]))  # a marker after each
         except DecodeError:
             return None
         trace_ids, starts, kvs = flat.trace_id, flat.start_time_unix_nano, flat.attributes

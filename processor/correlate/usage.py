@@ -171,10 +171,13 @@ class UsageReader:
     def add_columns(
         self,
         totals: dict[UsageKey, list[float]],
-        users: Sequence[User | None],
+        owners: Sequence[int],
+        users: Mapping[int, User | None],
         values: Mapping[str, Sequence[bytes | None]],
     ) -> None:
         """Add the usage of every span whose columns are given to ``totals``.
+
+        ``owners[i]`` stands for the user of span ``i``, ``users[owners[i]]``.
 
         Spans are grouped by user and by the encoded names and status that vary
         within the batch; one loop sums each group's calls, tokens and cost, and
@@ -184,8 +187,6 @@ class UsageReader:
         n = len(providers)
         if providers.count(None) == n:
             return
-        uids = list(map(id, users))
-        owners = dict(zip(uids, users, strict=True))
         # Group by user and the encoded names and status; a column with one value
         # throughout (most are) is left out of the key and read once.
         named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
@@ -197,9 +198,9 @@ class UsageReader:
         if cost_column.count(None) != n:
             costs = _decoded(cost_column, self._costs, self._cost_of, None)
             if None in costs:  # some calls unpriced by the gateway: price them one by one
-                self._add_spans(totals, users, values)
+                self._add_spans(totals, [users[o] for o in owners], values)
                 return
-        keys = zip(uids, *(named[j] for j in varying), strict=True)
+        keys = zip(owners, *(named[j] for j in varying), strict=True)
         rows: dict[Any, list[Any]] = {}  # key -> [calls, tokens in, tokens out, cost]
         get = rows.get
         for key, t_in, t_out in zip(keys, tokens_in, tokens_out, strict=True):
@@ -210,7 +211,7 @@ class UsageReader:
             row[1] += t_in
             row[2] += t_out
         if costs is not None:
-            keys = zip(uids, *(named[j] for j in varying), strict=True)
+            keys = zip(owners, *(named[j] for j in varying), strict=True)
             for key, cost in zip(keys, costs, strict=True):
                 rows[key][3] += cost
         text, count = self._text_of, self._count_of
@@ -224,7 +225,7 @@ class UsageReader:
             model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
             model = model or "unknown"
             cost = summed if costs is not None else self._priced(model, t_in, t_out)
-            row_key = (owners[key[0]], text(p) or "unknown", model)
+            row_key = (users[key[0]], text(p) or "unknown", model)
             row = totals.get(row_key)
             if row is None:
                 row = totals[row_key] = [0, 0, 0, 0.0, 0]
