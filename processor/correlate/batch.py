@@ -151,7 +151,8 @@ class BatchPath:
         first, last = min(starts), max(starts)
         decided: dict[str | None, Attribution | None] = {}
         memo: Memo = {}
-        for ip in dict.fromkeys(ips):
+        distinct = dict.fromkeys(ips)
+        for ip in distinct:
             if ip is None or sessions.has_events(ip):
                 continue
             a = self._resolver.by_address(ip, first, sessions, directory, memo)
@@ -159,10 +160,10 @@ class BatchPath:
                 decided[ip] = a
         if not decided:
             return None
-        found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
-        if id(_MISS) not in map(id, found):  # by identity: no Attribution.__eq__ calls
-            decisions[:] = found
+        if len(decided) == len(distinct):  # every span's address was decided
+            decisions[:] = map(decided.__getitem__, ips)
             return []
+        found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
         decisions[:] = [None if a is _MISS else a for a in found]
         return [i for i, a in enumerate(found) if a is _MISS]
 
@@ -214,7 +215,7 @@ class BatchPath:
             if column.count(None) == n:
                 continue
             decoded = list(map(self._addresses.get, column))  # None: absent or not seen yet
-            if None in decoded:
+            if None in set(decoded):  # one hashing pass (the memo's strings keep their hash)
                 decoded = [
                     (self._address(v) if v is not None else _ABSENT) if d is None else d
                     for v, d in zip(column, decoded, strict=True)
@@ -223,13 +224,15 @@ class BatchPath:
                 found = decoded
             else:
                 found = [d if f is _ABSENT else f for f, d in zip(found, decoded, strict=True)]
-            if _ABSENT not in found:
-                return found
-        if found is None:
-            found = [_ABSENT] * n
-        if _ABSENT in found:
+            kinds = set(found)
+            if _ABSENT not in kinds:
+                break
+        else:
+            if found is None:
+                found = [_ABSENT] * n
             found = self._resource_fallback(received, found)
-        if _NOT_IP in found:
+            kinds = set(found)
+        if _NOT_IP in kinds:
             found = [None if f is _NOT_IP else f for f in found]
         return found
 
