@@ -286,7 +286,7 @@ def _decoded(
 ) -> list[_T]:
     """``read`` of every entry of ``column`` (``absent`` for None), mostly from ``cache``."""
     out: list[Any] = list(map(cache.get, column))  # type: ignore[arg-type]
-    if None in out:  # absent, or not seen yet
+    if None in set(out):  # absent, or not seen yet (a set: no rich compares with None)
         pairs = zip(column, out, strict=True)
         out = [(read(v) if v is not None else absent) if o is None else o for v, o in pairs]
     return out
