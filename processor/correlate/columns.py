@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import is_not
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
 from processor.correlate.views import KeyList, SpanColumns
 
+_T = TypeVar("_T")
 _MARK_TRACE = b"\xff" * 16
 _MARK_START = (1 << 64) - 1
 _MARK_KEY = "\x00user-enricher/span-end"
@@ -86,7 +88,7 @@ class Columns:
     def trace_ids(self) -> list[bytes]:
         """Each span's trace id."""
         if not isinstance(self._trace_ids, list):
-            self._trace_ids = list(self._trace_ids[0::2])
+            self._trace_ids = _every(self._trace_ids, 0, 2)
         return self._trace_ids
 
 
@@ -127,7 +129,7 @@ class ColumnReader:
             flagged = layouts[0].flagged
         else:
             flagged = any(layout.flagged for layout in layouts)
-        return Columns(trace_ids, list(starts[0::2]), values, flagged)
+        return Columns(trace_ids, _every(starts, 0, 2), values, flagged)
 
     def _layouts_of(self, encoded: bytes, n: int, keys: int) -> list[Layout] | None:
         """Each span's layout, from the encoded keys (then values) of every span.
@@ -187,7 +189,7 @@ class ColumnReader:
                 return None
             for key in self._wanted:
                 at = layout.positions.get(key)
-                out[key] = list(flat[at::stride]) if at is not None else [None] * n
+                out[key] = _every(flat, at, stride) if at is not None else [None] * n
             return out
         # Runs of spans with one layout are strided slices of the flat list, as in
         # the uniform case; gateways change layout rarely (a failed call, say).
@@ -204,3 +206,9 @@ class ColumnReader:
         if offset != len(flat):
             return None
         return out
+
+
+def _every(items: Sequence[_T], start: int, step: int) -> list[_T]:
+    """``items[start::step]`` as a list (a protobuf container's slice already is one)."""
+    got = items[start::step]
+    return got if type(got) is list else list(got)
