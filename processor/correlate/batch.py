@@ -94,8 +94,9 @@ class BatchPath:
             held, pending = list(range(n)) if pending is None else pending, []
         models: list[str] | None = None
         no_address = 0
+        by_ip: dict[str | None, Attribution | None] | None = None  # every span by address
         if pending is None:
-            pending = self._by_batch(ips, starts, decisions)
+            pending, by_ip = self._by_batch(ips, starts, decisions)
         for ip, group in _by_address(ips, pending, n):
             if ip is not None and self._by_address(ip, group, starts, decisions):
                 continue
@@ -113,9 +114,16 @@ class BatchPath:
                 a = decisions[i] = resolve(SpanFacts(ip, starts[i], models[i]), sessions, directory)
                 if a is None and ip is None:
                     no_address += 1
-        ids = list(map(id, decisions))
-        objects = dict(zip(ids, decisions, strict=True))  # the decisions keep their ids
-        self._tally(ids, objects, held, no_address, out)
+        # Each span's decision by a key: its address when the whole batch was decided
+        # by address (their strings hash fast), else the decision's id.
+        keys: list[Any]
+        objects: dict[Any, Attribution | None]
+        if by_ip is not None:
+            keys, objects = ips, by_ip
+        else:
+            keys = list(map(id, decisions))
+            objects = dict(zip(keys, decisions, strict=True))  # the decisions keep their ids
+        self._tally(keys, objects, held, no_address, out)
         usage = self._usage
         if usage is not None:
             user_of = {key: a.user if a is not None else None for key, a in objects.items()}
@@ -123,10 +131,10 @@ class BatchPath:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
                 values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
-                usage.add_columns(out.usage, [ids[i] for i in keep], user_of, values)
+                usage.add_columns(out.usage, [keys[i] for i in keep], user_of, values)
             else:
-                usage.add_columns(out.usage, ids, user_of, columns.values)
-        extras = self._encoded(ids, objects)
+                usage.add_columns(out.usage, keys, user_of, columns.values)
+        extras = self._encoded(keys, objects)
         if held:
             if models is None:
                 models = self._models_of(columns)
@@ -143,9 +151,13 @@ class BatchPath:
 
     def _by_batch(
         self, ips: list[str | None], starts: list[int], decisions: list[Attribution | None]
-    ) -> list[int] | None:
+    ) -> tuple[list[int] | None, dict[str | None, Attribution | None] | None]:
         """Decide every span at an address whose long-session answer holds from the
-        batch's first start to its last; returns the spans left (None: all)."""
+        batch's first start to its last.
+
+        Returns the spans left (None: all), and the decision per address when none
+        is left.
+        """
         c = self._c
         sessions, directory = c._sessions, c.directory
         first, last = min(starts), max(starts)
@@ -159,13 +171,13 @@ class BatchPath:
             if last < memo[ip][1]:
                 decided[ip] = a
         if not decided:
-            return None
+            return None, None
         if len(decided) == len(distinct):  # every span's address was decided
             decisions[:] = map(decided.__getitem__, ips)
-            return []
+            return [], decided
         found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
         decisions[:] = [None if a is _MISS else a for a in found]
-        return [i for i, a in enumerate(found) if a is _MISS]
+        return [i for i, a in enumerate(found) if a is _MISS], None
 
     def _by_address(
         self,
@@ -291,8 +303,8 @@ class BatchPath:
 
     @staticmethod
     def _tally(
-        ids: list[int],
-        objects: dict[int, Attribution | None],
+        ids: list[Any],
+        objects: dict[Any, Attribution | None],
         held: list[int],
         no_address: int,
         out: Outcome,
@@ -306,7 +318,7 @@ class BatchPath:
                 out.attributed[a.method, a.confidence] += count
         out.no_address += no_address
 
-    def _encoded(self, ids: list[int], objects: dict[int, Attribution | None]) -> list[bytes]:
+    def _encoded(self, ids: list[Any], objects: dict[Any, Attribution | None]) -> list[bytes]:
         """Each span's encoded attribution (empty for none), encoded once per decision."""
         encode = self._c._encoder.encoded
         by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}

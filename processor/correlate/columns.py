@@ -95,12 +95,13 @@ class Columns:
 class ColumnReader:
     """Reads :class:`Columns` for a fixed set of wanted keys; remembers layouts."""
 
-    __slots__ = ("_flagged", "_layouts", "_wanted")
+    __slots__ = ("_flagged", "_layouts", "_repeated", "_wanted")
 
     def __init__(self, wanted: Sequence[str], flagged: frozenset[str] = frozenset()) -> None:
         self._wanted = tuple(dict.fromkeys(wanted))
         self._flagged = flagged
         self._layouts: dict[bytes, Layout] = {}
+        self._repeated = (b"", b"")  # (one span's encoded keys, those keys for a whole batch)
 
     def read(self, spans: Sequence[bytes]) -> Columns | None:
         """The columns of ``spans`` (serialized Span messages), or None when they
@@ -144,7 +145,10 @@ class ColumnReader:
         first = self._layout(encoded[:end])
         if first is not None and keys == n * (first.count + 1):
             unit = encoded[: end + len(_KEY_FIELD)]
-            if encoded.startswith(unit * n):
+            repeated = self._repeated
+            if repeated[0] != unit or len(repeated[1]) != len(unit) * n:
+                repeated = self._repeated = (unit, unit * n)  # batches repeat: build it once
+            if encoded.startswith(repeated[1]):
                 return [first] * n
         parts = encoded.split(_KEY_FIELD)
         if len(parts) != n + 1:  # the marker key also occurs elsewhere

@@ -8,7 +8,7 @@ When the gateway did not price a call, a configured price table does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -171,8 +171,8 @@ class UsageReader:
     def add_columns(
         self,
         totals: dict[UsageKey, list[float]],
-        owners: Sequence[int],
-        users: Mapping[int, User | None],
+        owners: Sequence[Hashable],
+        users: Mapping[Hashable, User | None],
         values: Mapping[str, Sequence[bytes | None]],
     ) -> None:
         """Add the usage of every span whose columns are given to ``totals``.
