@@ -23,6 +23,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from processor.correlate.columns import Columns
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldSpan
+from processor.correlate.memo import Computed
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.usage import UsageReader
 from processor.correlate.wire import Origin
@@ -60,7 +61,7 @@ class BatchPath:
         self._usage = usage
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
         # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
-        self._addresses: dict[bytes | None, Any] = {}
+        self._addresses: Computed[bytes | None, Any] = Computed(self._address, _MEMO_LIMIT)
         self._texts: dict[bytes, str] = {}  # encoded AnyValue -> string value
 
     def receive(
@@ -226,12 +227,7 @@ class BatchPath:
             column = columns.values[key]
             if column.count(None) == n:
                 continue
-            decoded = list(map(self._addresses.get, column))  # None: absent or not seen yet
-            if None in set(decoded):  # one hashing pass (the memo's strings keep their hash)
-                decoded = [
-                    (self._address(v) if v is not None else _ABSENT) if d is None else d
-                    for v, d in zip(column, decoded, strict=True)
-                ]
+            decoded = list(map(self._addresses.__getitem__, column))
             if found is None:
                 found = decoded
             else:
@@ -248,14 +244,11 @@ class BatchPath:
             found = [None if f is _NOT_IP else f for f in found]
         return found
 
-    def _address(self, encoded: bytes) -> Any:
-        """The memo entry for an encoded value: the address, _NOT_IP or _ABSENT."""
-        text = self._text(encoded)
-        ip = (self._c._normalize(text) or _NOT_IP) if text else _ABSENT
-        if len(self._addresses) >= _MEMO_LIMIT:
-            self._addresses.clear()
-        self._addresses[encoded] = ip
-        return ip
+    def _address(self, encoded: bytes | None) -> Any:
+        """The memo entry for an encoded value (None: no such attribute): the
+        address, _NOT_IP or _ABSENT."""
+        text = self._text(encoded) if encoded is not None else ""
+        return (self._c._normalize(text) or _NOT_IP) if text else _ABSENT
 
     def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
         out: list[str | None] = []

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from processor.correlate.memo import Computed
 from processor.model import User
 
 PROVIDER = "gen_ai.provider.name"
@@ -86,6 +87,7 @@ class UsageReader:
         "_raw",
         "_slots",
         "_texts",
+        "_tokens",
     )
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
@@ -98,6 +100,8 @@ class UsageReader:
         self._live = list(enumerate(_KEYS))
         self._texts: dict[bytes, str] = {}
         self._counts: dict[bytes, int] = {}
+        # encoded count (None: no such attribute) -> the count
+        self._tokens: Computed[bytes | None, int] = Computed(self._count_or_zero, _MEMO_LIMIT)
         self._costs: dict[bytes, float | None] = {}
 
     def begin(self, raw: bytes) -> None:
@@ -191,8 +195,9 @@ class UsageReader:
         # throughout (most are) is left out of the key and read once.
         named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
         varying = [j for j, c in enumerate(named) if c.count(c[0]) != n]
-        tokens_in = _decoded(values[INPUT_TOKENS], self._counts, self._count_of, 0)
-        tokens_out = _decoded(values[OUTPUT_TOKENS], self._counts, self._count_of, 0)
+        tokens = self._tokens.__getitem__
+        tokens_in = list(map(tokens, values[INPUT_TOKENS]))
+        tokens_out = list(map(tokens, values[OUTPUT_TOKENS]))
         cost_column = values[COST]
         costs: list[Any] | None = None
         if cost_column.count(None) != n:
@@ -267,6 +272,9 @@ class UsageReader:
 
     def _count_of(self, encoded: bytes) -> int:
         return _memo(self._counts, encoded, _int)
+
+    def _count_or_zero(self, encoded: bytes | None) -> int:
+        return self._count_of(encoded) if encoded is not None else 0
 
     def _cost_of(self, encoded: bytes) -> float | None:
         return _memo(self._costs, encoded, _float)
