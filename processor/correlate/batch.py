@@ -173,8 +173,9 @@ class BatchPath:
                 decided[ip] = a
         if not decided:
             return None, None
-        if len(decided) == len(distinct):  # every span's address was decided
-            decisions[:] = map(decided.__getitem__, ips)
+        if len(decided) == len(distinct):
+            # Every address was decided: the caller keys its bookkeeping by address,
+            # so ``decisions`` is not filled in.
             return [], decided
         found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
         decisions[:] = [None if a is _MISS else a for a in found]
@@ -411,32 +412,37 @@ def _splice(received: Received, extras: list[bytes]) -> bytes | None:
     if not grown or max(grown) >= _PREFIXED:
         return None
     prefixes = list(map(_SPAN_PREFIX.__getitem__, grown))
-    out: list[bytes] = []
+    pieces: list[bytes] = []  # the whole request, joined once at the end
     original = 0  # the size of the request as received, framed the same way
     at = 0
     for rs in received.view.resource_spans:
-        parts: list[bytes] = [_field(b"\x0a", rs.resource)] if rs.resource else []
-        rs_original = len(parts[0]) if parts else 0
+        first = [_field(b"\x0a", rs.resource)] if rs.resource else []
+        last = [_field(b"\x1a", rs.schema_url.encode())] if rs.schema_url else []
+        body: list[bytes] = []
+        rs_new = rs_original = sum(map(len, first)) + sum(map(len, last))
         for ss in rs.scope_spans:
             end = at + count if (count := len(ss.spans)) else at
             head = [_field(b"\x0a", ss.scope)] if ss.scope else []
             tail = [_field(b"\x1a", ss.schema_url.encode())] if ss.schema_url else []
-            mine = zip(prefixes[at:end], spans[at:end], extras[at:end], strict=True)
-            scope = b"".join([*head, *chain.from_iterable(mine), *tail])
-            framing = sum(len(part) for part in (*head, *tail))
-            own = lengths[at:end]
+            framing = sum(map(len, head)) + sum(map(len, tail))
+            own, mine = lengths[at:end], prefixes[at:end]
+            ss_new = framing + sum(grown[at:end]) + sum(map(len, mine))
             ss_original = framing + count + sum(own) + sum(map(_VARINT_SIZE.__getitem__, own))
-            parts.append(_field(b"\x12", scope))
+            body.append(b"\x12" + _varint(ss_new))
+            body.extend(head)
+            body.extend(chain.from_iterable(zip(mine, spans[at:end], extras[at:end], strict=True)))
+            body.extend(tail)
+            rs_new += _field_size(ss_new)
             rs_original += _field_size(ss_original)
             at = end
-        if rs.schema_url:
-            parts.append(_field(b"\x1a", rs.schema_url.encode()))
-            rs_original += len(parts[-1])
-        out.append(_field(b"\x0a", b"".join(parts)))
+        pieces.append(b"\x0a" + _varint(rs_new))
+        pieces.extend(first)
+        pieces.extend(body)
+        pieces.extend(last)
         original += _field_size(rs_original)
     if original != len(received.raw):
         return None
-    return b"".join(out)
+    return b"".join(pieces)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
