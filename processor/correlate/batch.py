@@ -73,7 +73,7 @@ class BatchPath:
         if not n:
             return out
         out.spans = n
-        ips = self._addresses_of(received, columns)
+        ips, per_ip = self._addresses_of(received, columns)
         starts = columns.starts
         trace_map = c._traces.entries
         traced = [trace_map.get(t) for t in columns.trace_ids] if trace_map else None
@@ -97,7 +97,7 @@ class BatchPath:
         no_address = 0
         by_ip: dict[str | None, Attribution | None] | None = None  # every span by address
         if pending is None:
-            pending, by_ip = self._by_batch(ips, starts, decisions)
+            pending, by_ip = self._by_batch(ips, per_ip, starts, decisions)
         for ip, group in _by_address(ips, pending, n):
             if ip is not None and self._by_address(ip, group, starts, decisions):
                 continue
@@ -120,11 +120,12 @@ class BatchPath:
         keys: list[Any]
         objects: dict[Any, Attribution | None]
         if by_ip is not None:
-            keys, objects = ips, by_ip
+            keys, objects, counts = ips, by_ip, per_ip
         else:
             keys = list(map(id, decisions))
             objects = dict(zip(keys, decisions, strict=True))  # the decisions keep their ids
-        self._tally(keys, objects, held, no_address, out)
+            counts = Counter(keys)
+        self._tally(counts, objects, held, no_address, out)
         usage = self._usage
         if usage is not None:
             user_of = {key: a.user if a is not None else None for key, a in objects.items()}
@@ -151,7 +152,11 @@ class BatchPath:
         return out
 
     def _by_batch(
-        self, ips: list[str | None], starts: list[int], decisions: list[Attribution | None]
+        self,
+        ips: list[str | None],
+        distinct: Counter[str | None],
+        starts: list[int],
+        decisions: list[Attribution | None],
     ) -> tuple[list[int] | None, dict[str | None, Attribution | None] | None]:
         """Decide every span at an address whose long-session answer holds from the
         batch's first start to its last.
@@ -164,7 +169,6 @@ class BatchPath:
         first, last = min(starts), max(starts)
         decided: dict[str | None, Attribution | None] = {}
         memo: Memo = {}
-        distinct = dict.fromkeys(ips)
         for ip in distinct:
             if ip is None or sessions.has_events(ip):
                 continue
@@ -219,9 +223,11 @@ class BatchPath:
 
     # ------------------------------------------------------------------ per column
 
-    def _addresses_of(self, received: Received, columns: Columns) -> list[str | None]:
-        """Each span's normalised source address: the first configured key with a
-        non-empty string, else its resource's address."""
+    def _addresses_of(
+        self, received: Received, columns: Columns
+    ) -> tuple[list[str | None], Counter[str | None]]:
+        """Each span's normalised source address (the first configured key with a
+        non-empty string, else its resource's address), and how many spans have each."""
         n = received.spans
         found: list[Any] | None = None
         for key in self._rules.address_keys:
@@ -233,17 +239,18 @@ class BatchPath:
                 found = decoded
             else:
                 found = [d if f is _ABSENT else f for f, d in zip(found, decoded, strict=True)]
-            kinds = set(found)
+            kinds = Counter(found)
             if _ABSENT not in kinds:
                 break
         else:
             if found is None:
                 found = [_ABSENT] * n
             found = self._resource_fallback(received, found)
-            kinds = set(found)
+            kinds = Counter(found)
         if _NOT_IP in kinds:
             found = [None if f is _NOT_IP else f for f in found]
-        return found
+            kinds = Counter(found)
+        return found, kinds
 
     def _address(self, encoded: bytes | None) -> Any:
         """The memo entry for an encoded value (None: no such attribute): the
@@ -297,14 +304,14 @@ class BatchPath:
 
     @staticmethod
     def _tally(
-        ids: list[Any],
+        counts: Counter[Any],
         objects: dict[Any, Attribution | None],
         held: list[int],
         no_address: int,
         out: Outcome,
     ) -> None:
         """Count the spans that leave now by how they were attributed."""
-        for key, count in Counter(ids).items():
+        for key, count in counts.items():
             a = objects[key]
             if a is None:
                 out.unattributed += count - len(held)
