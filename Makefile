@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench bench-enrich bench-attribution bench-redis clean
+.PHONY: demo test lint typecheck unit proto bench bench-ab bench-enrich bench-attribution bench-redis clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ unit: $(STAMP)
 # pass-through, latency, session and batch-size sweeps (prints Markdown; not a test).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.harness
+
+# The service against the pass-through, alternating, to compare changes on a shared machine.
+bench-ab: $(STAMP)
+	$(BIN)/python -m benchmarks.ab
 
 # In-process cost of the span path (prints figures; not a test).
 bench-enrich: $(STAMP)
