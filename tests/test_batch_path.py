@@ -23,7 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from processor.correlate import batch as batch_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
-from processor.correlate.columns import ColumnReader
+from processor.correlate.columns import ColumnReader, _varint
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.received import Received
@@ -282,3 +282,57 @@ def test_splice_declines_what_the_view_does_not_keep_exactly(tail: bytes) -> Non
     raw = b"\x0a" + bytes([len(rs)]) + rs
     received = Received.parse(raw)
     assert batch_module._splice(received, [b"\x4a\x00"]) is None
+
+
+def _twice(field_a: bytes, field_b: bytes, span: Span) -> bytes:
+    """A request whose ResourceSpans carries its resource as two fields (they merge)."""
+    encoded = span.SerializeToString()
+    scope = b"\x12" + _varint(len(encoded)) + encoded
+    rs = field_a + field_b + b"\x12" + _varint(len(scope)) + scope
+    return b"\x0a" + _varint(len(rs)) + rs
+
+
+def _resource_field(*attributes: KeyValue) -> bytes:
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    encoded = Resource(attributes=list(attributes)).SerializeToString()
+    return b"\x0a" + _varint(len(encoded)) + encoded
+
+
+@pytest.mark.parametrize(
+    ("first", "span_src"),
+    [
+        (kv("user.email", "ana.lima@example.com"), "172.18.0.5"),  # identity on the resource
+        (kv("client.address", "fd00::7"), None),  # the resource's address
+    ],
+    ids=["identity", "address"],
+)
+def test_a_resource_written_twice_merges_on_both_paths(
+    first: KeyValue, span_src: str | None
+) -> None:
+    """Two resource fields merge (as protobuf says); neither path keeps only the last."""
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    if span_src:
+        span.attributes.append(kv("src.addr", span_src))
+    raw = _twice(_resource_field(first), _resource_field(kv("service.name", "gw")), span)
+    results = []
+    for columns in (True, False):
+        correlator, _ = _correlator(0, columns)
+        received = Received.parse(raw)
+        correlator.admit(received)
+        results.append(_summary([correlator.receive(received, T0)]))
+    assert results[0] == results[1]
+    assert results[0]["counts"][0][-1]  # attributed
+
+
+def test_a_malformed_resource_is_refused_before_it_is_acknowledged() -> None:
+    """The column path checks resources and scopes: the sender gets INVALID_ARGUMENT."""
+    from google.protobuf.message import DecodeError
+
+    span = Span(trace_id=b"\x05" * 16, span_id=b"\x01" * 8, start_time_unix_nano=T0)
+    span.attributes.append(kv("src.addr", "172.18.0.5"))
+    truncated = b"\x0a\x06\x0a\x04\x0a\x05ab"  # Resource{attributes: a key cut short}
+    raw = _twice(truncated, b"", span)
+    correlator, _ = _correlator(0, True)
+    with pytest.raises(DecodeError):
+        correlator.admit(Received.parse(raw))

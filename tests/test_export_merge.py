@@ -24,6 +24,7 @@ class Scripted:
 
     async def send(self, payload: bytes) -> None:
         self.payloads.append(payload)
+        await asyncio.sleep(0)  # a real send yields to the event loop (not a timing wait)
         if len(self.payloads) == 1:
             self.started.set()
             await self.gate.wait()
@@ -109,3 +110,25 @@ async def test_retryable_failure_of_a_merge_requeues_every_batch() -> None:
     delivered, dropped = await _run(sender, batches, merge_bytes=1 << 20)
     assert dropped == [] and sorted(b.data for b in delivered) == sorted(b.data for b in batches)
     assert [_traces(p) for p in sender.payloads] == [[1], [2, 3], [2, 3]]
+
+
+async def test_drain_waits_for_a_batch_being_requeued() -> None:
+    """A retryable failure puts the batch back before it leaves the in-flight set, so a
+    drain in progress keeps waiting and sees it delivered."""
+    sender = Scripted(flaky=True)
+    sender.gate.set()
+    delivered: list[Batch] = []
+    queue = ExportQueue(
+        sender,
+        size=10,
+        max_bytes=1 << 20,
+        consumers=1,
+        on_delivered=delivered.append,
+        on_dropped=lambda b, _: None,
+    )
+    queue.start()
+    first = _batch(1)
+    queue.put(first)
+    queue.put(_batch(2))  # the second send (this one) fails once and is requeued
+    left = await queue.drain(5)
+    assert left == [] and len(delivered) == 2 and len(sender.payloads) == 3

@@ -18,7 +18,6 @@ from operator import add
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from processor.correlate.columns import Columns
 from processor.correlate.find import AttributeFinder
@@ -261,18 +260,13 @@ class BatchPath:
     def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
         out: list[str | None] = []
         at = 0
-        for rs in received.view.resource_spans:
+        for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
             count = sum(len(ss.spans) for ss in rs.scope_spans)
-            ip = self._resource_ip(rs.resource)
+            raw_addr = self._find_resource_addr(frame.decoded.attributes)
+            ip = self._c._normalize(raw_addr) if raw_addr else None
             out.extend(ip if f is _ABSENT else f for f in found[at : at + count])
             at += count
         return out
-
-    def _resource_ip(self, resource: bytes) -> str | None:
-        if not resource:
-            return None
-        raw_addr = self._find_resource_addr(Resource.FromString(resource).attributes)
-        return self._c._normalize(raw_addr) if raw_addr else None
 
     def _models_of(self, columns: Columns) -> list[str]:
         """Each span's model: the first configured key with a non-empty string."""
@@ -374,9 +368,9 @@ def _by_address(
 def _origins(received: Received) -> list[Origin]:
     """The resource and scope of every span, in request order."""
     out: list[Origin] = []
-    for rs in received.view.resource_spans:
-        for ss in rs.scope_spans:
-            origin = Origin(rs.resource or None, rs.schema_url, ss.scope or None, ss.schema_url)
+    for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
+        for ss, scope in zip(rs.scope_spans, frame.scopes, strict=True):
+            origin = Origin(frame.resource, rs.schema_url, scope, ss.schema_url)
             out.extend([origin] * len(ss.spans))
     return out
 
@@ -422,14 +416,14 @@ def _splice(received: Received, extras: list[bytes]) -> bytes | None:
     pieces: list[bytes] = []  # the whole request, joined once at the end
     original = 0  # the size of the request as received, framed the same way
     at = 0
-    for rs in received.view.resource_spans:
-        first = [_field(b"\x0a", rs.resource)] if rs.resource else []
+    for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
+        first = [] if frame.resource is None else [_field(b"\x0a", frame.resource)]
         last = [_field(b"\x1a", rs.schema_url.encode())] if rs.schema_url else []
         body: list[bytes] = []
         rs_new = rs_original = sum(map(len, first)) + sum(map(len, last))
-        for ss in rs.scope_spans:
+        for ss, scope in zip(rs.scope_spans, frame.scopes, strict=True):
             end = at + count if (count := len(ss.spans)) else at
-            head = [_field(b"\x0a", ss.scope)] if ss.scope else []
+            head = [] if scope is None else [_field(b"\x0a", scope)]
             tail = [_field(b"\x1a", ss.schema_url.encode())] if ss.schema_url else []
             framing = sum(map(len, head)) + sum(map(len, tail))
             own, mine = lengths[at:end], prefixes[at:end]

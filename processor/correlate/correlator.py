@@ -13,6 +13,7 @@ from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -194,9 +195,13 @@ class Correlator:
         columns = received.columns(self._column_reader)
         if columns is None or columns.flagged:
             return None
-        needles = self._reader.needles
-        for rs in received.view.resource_spans:  # identity on a resource
-            if any(needle in rs.resource for needle in needles):
+        try:
+            frames = received.frames()
+        except DecodeError:  # the full decode will say so
+            return None
+        keys = self._reader.keys
+        for frame in frames:  # identity on a resource
+            if any(kv.key in keys for kv in frame.decoded.attributes):
                 return None
         return columns
 

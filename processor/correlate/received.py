@@ -3,12 +3,22 @@ full decode only when something needs it (pure)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from processor.correlate.columns import ColumnReader, Columns
 from processor.correlate.views import RequestView
+
+
+class Frame(NamedTuple):
+    """One ResourceSpans around the spans: its resource and scopes, encoded and checked."""
+
+    resource: bytes | None  # the Resource, encoded (None: absent)
+    decoded: Resource  # the same, decoded (empty when absent)
+    scopes: list[bytes | None]  # each ScopeSpans' InstrumentationScope, encoded
 
 
 class Received:
@@ -19,7 +29,7 @@ class Received:
     that need every field.
     """
 
-    __slots__ = ("_columns", "_message", "_spans", "raw", "spans", "view")
+    __slots__ = ("_columns", "_frames", "_message", "_spans", "raw", "spans", "view")
 
     def __init__(self, raw: bytes, view: Any) -> None:
         self.raw = raw
@@ -27,6 +37,7 @@ class Received:
         self.spans: int = sum(len(ss.spans) for rs in view.resource_spans for ss in rs.scope_spans)
         self._message: ExportTraceServiceRequest | None = None
         self._spans: list[bytes] | None = None
+        self._frames: list[Frame] | None = None
         self._columns: tuple[ColumnReader, Columns | None] | None = None
 
     @classmethod
@@ -46,6 +57,25 @@ class Received:
         if self._message is None:
             self._message = ExportTraceServiceRequest.FromString(self.raw)
         return self._message
+
+    def frames(self) -> list[Frame]:
+        """Each resource and its scopes (cached); raises ``DecodeError`` when one of
+        them does not decode, as the full decode would."""
+        if self._frames is None:
+            frames = []
+            for rs in self.view.resource_spans:
+                resource = rs.resource.SerializeToString() if rs.HasField("resource") else None
+                decoded = Resource.FromString(resource or b"")
+                scopes = [
+                    ss.scope.SerializeToString() if ss.HasField("scope") else None
+                    for ss in rs.scope_spans
+                ]
+                for scope in scopes:
+                    if scope:
+                        InstrumentationScope.FromString(scope)
+                frames.append(Frame(resource, decoded, scopes))
+            self._frames = frames
+        return self._frames
 
     def span_bytes(self) -> list[bytes]:
         """Every span, serialized, in request order (cached; do not change the list)."""

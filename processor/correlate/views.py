@@ -6,7 +6,8 @@ real encoding: undeclared fields are kept as unknown fields and written back
 unchanged. Two views are used on the span path:
 
 ``RequestView``
-    The request down to the span level, with each span left as bytes. Parsing it
+    The request down to the span level, with each span left as bytes (and the
+    resource and scope as opaque messages). Parsing it
     costs about a twentieth of a full decode, and writing it back, with bytes
     appended to some spans, lets the C encoder fix every length prefix.
 
@@ -40,14 +41,14 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
     # ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2;
     #                 string schema_url = 3; }
     "ResourceSpansView": [
-        ("resource", 1, _F.TYPE_BYTES, _OPTIONAL, ""),
+        ("resource", 1, _F.TYPE_MESSAGE, _OPTIONAL, "Opaque"),
         ("scope_spans", 2, _F.TYPE_MESSAGE, _REPEATED, "ScopeSpansView"),
         ("schema_url", 3, _F.TYPE_STRING, _OPTIONAL, ""),
     ],
     # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2;
     #              string schema_url = 3; }
     "ScopeSpansView": [
-        ("scope", 1, _F.TYPE_BYTES, _OPTIONAL, ""),
+        ("scope", 1, _F.TYPE_MESSAGE, _OPTIONAL, "Opaque"),
         ("spans", 2, _F.TYPE_BYTES, _REPEATED, ""),
         ("schema_url", 3, _F.TYPE_STRING, _OPTIONAL, ""),
     ],
@@ -66,6 +67,9 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
     ],
     # The keys of one span's attributes, read back from their encoding.
     "KeyList": [("key", 1, _F.TYPE_STRING, _REPEATED, "")],
+    # A message kept as it came (its fields unknown). Unlike a bytes field, one that
+    # occurs twice merges, as the real Resource or InstrumentationScope would.
+    "Opaque": [],
 }
 
 

@@ -156,11 +156,7 @@ class ExportQueue:
                 return  # they stay in flight: drain() reports them as not delivered
             if exc.retryable:
                 for batch in batches:
-                    self._finish(batch)
-                    log.warning("export_requeued", spans=batch.spans, code=exc.code)
-                    if self._on_requeued is not None:
-                        self._on_requeued(batch)
-                    self.put(batch)
+                    self._requeue(batch, exc.code)
                 return
             for batch in batches:  # find the batch the downstream refuses
                 await self._deliver(batch)
@@ -185,13 +181,10 @@ class ExportQueue:
         except DownstreamError as exc:
             if exc.code == SHUTDOWN_CODE or (exc.retryable and self._stopping):
                 return  # stays in flight: drain() reports it as not delivered
-            self._finish(batch)
             if exc.retryable:
-                log.warning("export_requeued", spans=batch.spans, code=exc.code)
-                if self._on_requeued is not None:
-                    self._on_requeued(batch)
-                self.put(batch)
+                self._requeue(batch, exc.code)
             else:
+                self._finish(batch)
                 self._on_dropped(batch, exc)
             return
         except Exception:  # our bug: never let it kill the consumer
@@ -206,6 +199,15 @@ class ExportQueue:
             self._on_delivered(batch)
         except Exception:
             log.exception("delivery_bookkeeping_failed", spans=batch.spans)
+
+    def _requeue(self, batch: Batch, code: str) -> None:
+        """Back to the end of the queue. Queued before it leaves the in-flight set, so
+        the queue never looks empty meanwhile (a drain would stop waiting)."""
+        log.warning("export_requeued", spans=batch.spans, code=code)
+        if self._on_requeued is not None:
+            self._on_requeued(batch)
+        self.put(batch)
+        self._finish(batch)
 
     def _finish(self, batch: Batch) -> None:
         self._in_flight.pop(id(batch), None)
