@@ -335,16 +335,18 @@ class BatchPath:
         spans = received.span_bytes()
         origins = _origins(received)
         deadline = now_ns + self._rules.hold_ns
-        for i in held:
+        used = usage.usages(columns.values, held) if usage is not None else [None] * len(held)
+        trace_ids, starts = columns.trace_ids, columns.starts
+        for i, spent in zip(held, used, strict=True):
             span = HeldSpan(
                 spans[i],
                 origins[i],
-                columns.trace_ids[i],
-                SpanFacts(ips[i], columns.starts[i], models[i]),
+                trace_ids[i],
+                SpanFacts(ips[i], starts[i], models[i]),
                 None,
                 deadline,
                 tag,
-                usage.usage_at(columns.values, i) if usage is not None else None,
+                spent,
             )
             c.hold_span(span, out)
 

@@ -81,8 +81,11 @@ class UsageReader:
         "_absent",
         "_costs",
         "_counts",
+        "_errors",
         "_live",
+        "_named",
         "_pos",
+        "_priced_costs",
         "_prices",
         "_raw",
         "_slots",
@@ -102,6 +105,12 @@ class UsageReader:
         self._counts: dict[bytes, int] = {}
         # encoded count (None: no such attribute) -> the count
         self._tokens: Computed[bytes | None, int] = Computed(self._count_or_zero, _MEMO_LIMIT)
+        # encoded value (None: no such attribute) -> its text, its cost, whether an error
+        self._named: Computed[bytes | None, str] = Computed(self._text_or_empty, _MEMO_LIMIT)
+        self._priced_costs: Computed[bytes | None, float | None] = Computed(
+            self._cost_or_none, _MEMO_LIMIT
+        )
+        self._errors: Computed[bytes | None, bool] = Computed(self._is_error, _MEMO_LIMIT)
         self._costs: dict[bytes, float | None] = {}
 
     def begin(self, raw: bytes) -> None:
@@ -251,6 +260,35 @@ class UsageReader:
             if used is not None:
                 add_usage(totals, user, used)
 
+    def usages(
+        self, values: Mapping[str, Sequence[bytes | None]], indexes: Sequence[int]
+    ) -> list[Usage | None]:
+        """:meth:`usage_at` for each of ``indexes``; each column maps through a memo."""
+        named, tokens = self._named.__getitem__, self._tokens.__getitem__
+        columns = [[values[key][i] for i in indexes] for key in _KEYS]
+        p, rm, qm, ti, to, c, st = columns
+        out: list[Usage | None] = []
+        new = tuple.__new__
+        for provider, text, m1, m2, t_in, t_out, cost, error in zip(
+            p,
+            map(named, p),
+            map(named, rm),
+            map(named, qm),
+            map(tokens, ti),
+            map(tokens, to),
+            map(self._priced_costs.__getitem__, c),
+            map(self._errors.__getitem__, st),
+            strict=True,
+        ):
+            if provider is None:
+                out.append(None)
+                continue
+            model = m1 or m2 or "unknown"
+            if cost is None:
+                cost = self._priced(model, t_in, t_out)
+            out.append(new(Usage, (text or "unknown", model, t_in, t_out, cost, error)))
+        return out
+
     def usage_at(self, values: Mapping[str, Sequence[bytes | None]], index: int) -> Usage | None:
         """The usage of span ``index`` of the columns, or None when it is not an LLM call."""
         p, rm, qm, ti, to, c, st = (values[key][index] for key in _KEYS)
@@ -275,6 +313,15 @@ class UsageReader:
 
     def _count_or_zero(self, encoded: bytes | None) -> int:
         return self._count_of(encoded) if encoded is not None else 0
+
+    def _text_or_empty(self, encoded: bytes | None) -> str:
+        return self._text_of(encoded) if encoded is not None else ""
+
+    def _cost_or_none(self, encoded: bytes | None) -> float | None:
+        return self._cost_of(encoded) if encoded is not None else None
+
+    def _is_error(self, encoded: bytes | None) -> bool:
+        return encoded is not None and self._count_of(encoded) >= 400
 
     def _cost_of(self, encoded: bytes) -> float | None:
         return _memo(self._costs, encoded, _float)
