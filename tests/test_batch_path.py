@@ -23,13 +23,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from processor.correlate import batch as batch_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
-from processor.correlate.columns import ColumnReader, _varint
+from processor.correlate.columns import ColumnReader
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
+from processor.correlate.wire import varint
 from processor.directory import parse_directory
 from processor.model import Session, User
 from processor.sessions.memory import MemorySessionStore
@@ -287,16 +288,16 @@ def test_splice_declines_what_the_view_does_not_keep_exactly(tail: bytes) -> Non
 def _twice(field_a: bytes, field_b: bytes, span: Span) -> bytes:
     """A request whose ResourceSpans carries its resource as two fields (they merge)."""
     encoded = span.SerializeToString()
-    scope = b"\x12" + _varint(len(encoded)) + encoded
-    rs = field_a + field_b + b"\x12" + _varint(len(scope)) + scope
-    return b"\x0a" + _varint(len(rs)) + rs
+    scope = b"\x12" + varint(len(encoded)) + encoded
+    rs = field_a + field_b + b"\x12" + varint(len(scope)) + scope
+    return b"\x0a" + varint(len(rs)) + rs
 
 
 def _resource_field(*attributes: KeyValue) -> bytes:
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
     encoded = Resource(attributes=list(attributes)).SerializeToString()
-    return b"\x0a" + _varint(len(encoded)) + encoded
+    return b"\x0a" + varint(len(encoded)) + encoded
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,15 @@ from processor.correlate.hold import HeldSpan
 from processor.correlate.memo import Computed
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.usage import UsageReader
-from processor.correlate.wire import Origin
+from processor.correlate.wire import (
+    PREFIXED,
+    SPAN_PREFIX,
+    VARINT_SIZE,
+    Origin,
+    field,
+    field_size,
+    varint,
+)
 from processor.model import Attribution
 
 if TYPE_CHECKING:
@@ -412,64 +420,40 @@ def _splice(received: Received, extras: list[bytes]) -> bytes | None:
     spans = received.span_bytes()
     lengths = list(map(len, spans))
     grown = list(map(add, lengths, map(len, extras)))
-    if not grown or max(grown) >= _PREFIXED:
+    if not grown or max(grown) >= PREFIXED:
         return None
-    prefixes = list(map(_SPAN_PREFIX.__getitem__, grown))
+    prefixes = list(map(SPAN_PREFIX.__getitem__, grown))
     pieces: list[bytes] = []  # the whole request, joined once at the end
     original = 0  # the size of the request as received, framed the same way
     at = 0
     for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
-        first = [] if frame.resource is None else [_field(b"\x0a", frame.resource)]
-        last = [_field(b"\x1a", rs.schema_url.encode())] if rs.schema_url else []
+        first = [] if frame.resource is None else [field(b"\x0a", frame.resource)]
+        last = [field(b"\x1a", rs.schema_url.encode())] if rs.schema_url else []
         body: list[bytes] = []
         rs_new = rs_original = sum(map(len, first)) + sum(map(len, last))
         for ss, scope in zip(rs.scope_spans, frame.scopes, strict=True):
             end = at + count if (count := len(ss.spans)) else at
-            head = [] if scope is None else [_field(b"\x0a", scope)]
-            tail = [_field(b"\x1a", ss.schema_url.encode())] if ss.schema_url else []
+            head = [] if scope is None else [field(b"\x0a", scope)]
+            tail = [field(b"\x1a", ss.schema_url.encode())] if ss.schema_url else []
             framing = sum(map(len, head)) + sum(map(len, tail))
             own, mine = lengths[at:end], prefixes[at:end]
             ss_new = framing + sum(grown[at:end]) + sum(map(len, mine))
-            ss_original = framing + count + sum(own) + sum(map(_VARINT_SIZE.__getitem__, own))
-            body.append(b"\x12" + _varint(ss_new))
+            ss_original = framing + count + sum(own) + sum(map(VARINT_SIZE.__getitem__, own))
+            body.append(b"\x12" + varint(ss_new))
             body.extend(head)
             body.extend(chain.from_iterable(zip(mine, spans[at:end], extras[at:end], strict=True)))
             body.extend(tail)
-            rs_new += _field_size(ss_new)
-            rs_original += _field_size(ss_original)
+            rs_new += field_size(ss_new)
+            rs_original += field_size(ss_original)
             at = end
-        pieces.append(b"\x0a" + _varint(rs_new))
+        pieces.append(b"\x0a" + varint(rs_new))
         pieces.extend(first)
         pieces.extend(body)
         pieces.extend(last)
-        original += _field_size(rs_original)
+        original += field_size(rs_original)
     if original != len(received.raw):
         return None
     return b"".join(pieces)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
-def _field_size(length: int) -> int:
-    """The encoded size of a length-delimited field with a one-byte tag."""
-    return 1 + len(_varint(length)) + length
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# Span field prefixes (tag 2, length) and varint sizes for spans under 16 KiB.
-_PREFIXED = 1 << 14
-_SPAN_PREFIX = [b"\x12" + _varint(n) for n in range(_PREFIXED)]
-_VARINT_SIZE = [len(_varint(n)) for n in range(_PREFIXED)]
 
 
 def _drop_empty(items: Any, field: str = "spans") -> None:

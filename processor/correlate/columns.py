@@ -24,6 +24,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError
 
 from processor.correlate.views import KeyList, SpanColumns
+from processor.correlate.wire import varint
 
 _T = TypeVar("_T")
 _MARK_TRACE = b"\xff" * 16
@@ -31,21 +32,12 @@ _MARK_START = (1 << 64) - 1
 _MARK_KEY = "\x00user-enricher/span-end"
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_KEY_FIELD = b"\x0a" + _varint(len(_MARK_KEY)) + _MARK_KEY.encode()  # KeyValue.key
+_KEY_FIELD = b"\x0a" + varint(len(_MARK_KEY)) + _MARK_KEY.encode()  # KeyValue.key
 _MARK_KV = _KEY_FIELD + b"\x12\x00"  # and an empty KeyValue.value
 _MARK = (
     b"\x0a\x10" + _MARK_TRACE  # Span.trace_id
     + b"\x39" + _MARK_START.to_bytes(8, "little")  # Span.start_time_unix_nano
-    + b"\x4a" + _varint(len(_MARK_KV)) + _MARK_KV  # Span.attributes
+    + b"\x4a" + varint(len(_MARK_KV)) + _MARK_KV  # Span.attributes
 )  # fmt: skip
 _MEMO_LIMIT = 4096  # distinct attribute layouts remembered
 

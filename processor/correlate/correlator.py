@@ -425,7 +425,9 @@ class Correlator:
 
     def _emit(self, released: Sequence[HeldSpan], out: Outcome, decide: Decide) -> None:
         """Append the attribution bytes to each released span and build one request."""
-        groups: dict[Origin, list[bytes]] = {}
+        # Spans of one scope share one Origin object: group by identity (a dataclass
+        # hash per span is costly), then merge equal origins of different requests.
+        by_id: dict[int, tuple[Origin, list[bytes]]] = {}
         tags: Counter[int] = Counter()
         for held in released:
             tags[held.tag] += 1
@@ -438,7 +440,13 @@ class Correlator:
             self._count(a, held.facts, out)
             if held.usage is not None:
                 add_usage(out.usage, a.user if a is not None else None, held.usage)
-            groups.setdefault(held.origin, []).append(held.span + extra)
+            group = by_id.get(id(held.origin))
+            if group is None:
+                group = by_id[id(held.origin)] = (held.origin, [])
+            group[1].append(held.span + extra)
+        groups: dict[Origin, list[bytes]] = {}
+        for origin, spans in by_id.values():
+            groups.setdefault(origin, []).extend(spans)
         if groups:
             out.released.append(Payload(build_request(groups.items()), len(released), tags))
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 _F1, _F2, _F3 = b"\x0a", b"\x12", b"\x1a"  # fields 1-3, wire type 2 (length-delimited)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint."""
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -26,8 +27,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+def field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: ``tag``, the length of ``payload``, ``payload``."""
+    return tag + varint(len(payload)) + payload
+
+
+def field_size(length: int) -> int:
+    """The encoded size of a length-delimited field with a one-byte tag."""
+    return 1 + len(varint(length)) + length
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +47,23 @@ class Origin:
     scope_schema_url: str
 
 
+# For spans under 16 KiB: a span field's prefix (ScopeSpans tag 2, length) and the
+# varint size of the length, from tables.
+PREFIXED = 1 << 14
+SPAN_PREFIX = [_F2 + varint(n) for n in range(PREFIXED)]
+VARINT_SIZE = [len(prefix) - 1 for prefix in SPAN_PREFIX]
+
+
+def _span_field(span: bytes) -> bytes:
+    n = len(span)
+    return SPAN_PREFIX[n] + span if n < PREFIXED else field(_F2, span)
+
+
 def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> bytes:
-    parts = [] if origin.scope is None else [_field(_F1, origin.scope)]
-    parts.extend(_field(_F2, span) for span in spans)
+    parts = [] if origin.scope is None else [field(_F1, origin.scope)]
+    parts.extend(map(_span_field, spans))
     if origin.scope_schema_url:
-        parts.append(_field(_F3, origin.scope_schema_url.encode()))
+        parts.append(field(_F3, origin.scope_schema_url.encode()))
     return b"".join(parts)
 
 
@@ -56,12 +75,12 @@ def build_request(groups: Iterable[tuple[Origin, Sequence[bytes]]]) -> bytes:
     by_resource: dict[tuple[bytes | None, str], list[bytes]] = {}
     for origin, spans in groups:
         key = (origin.resource, origin.resource_schema_url)
-        by_resource.setdefault(key, []).append(_field(_F2, _scope_spans(origin, spans)))
+        by_resource.setdefault(key, []).append(field(_F2, _scope_spans(origin, spans)))
     out = []
     for (resource, schema_url), scopes in by_resource.items():
-        parts = [] if resource is None else [_field(_F1, resource)]
+        parts = [] if resource is None else [field(_F1, resource)]
         parts.extend(scopes)
         if schema_url:
-            parts.append(_field(_F3, schema_url.encode()))
-        out.append(_field(_F1, b"".join(parts)))
+            parts.append(field(_F3, schema_url.encode()))
+        out.append(field(_F1, b"".join(parts)))
     return b"".join(out)
