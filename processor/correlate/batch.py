@@ -17,9 +17,7 @@ from itertools import chain, repeat
 from operator import add
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
-from processor.correlate.columns import Columns
+from processor.correlate.columns import Columns, any_value
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldSpan
 from processor.correlate.memo import Computed
@@ -48,8 +46,8 @@ class _Absent:
 
 
 _ABSENT: Any = _Absent()
-_NOT_IP: Any = object()
-_MISS: Any = object()  # a string that is not an address: the span has no address
+_NOT_IP: Any = object()  # a string that is not an address: the span has no address
+_MISS: Any = object()
 
 
 class BatchPath:
@@ -69,7 +67,7 @@ class BatchPath:
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
         # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
         self._addresses: Computed[bytes | None, Any] = Computed(self._address, _MEMO_LIMIT)
-        self._texts: dict[bytes, str] = {}  # encoded AnyValue -> string value
+        self._texts: Computed[bytes | None, str] = Computed(_string, _MEMO_LIMIT)
 
     def receive(
         self, received: Received, columns: Columns, now_ns: int, tag: int, out: Outcome
@@ -105,7 +103,7 @@ class BatchPath:
         by_ip: dict[str | None, Attribution | None] | None = None  # every span by address
         if pending is None:
             pending, by_ip = self._by_batch(ips, per_ip, starts, decisions)
-        for ip, group in _by_address(ips, pending, n):
+        for ip, group in _groups(ips, pending, n):
             if ip is not None and self._by_address(ip, group, starts, decisions):
                 continue
             if models is None:
@@ -262,7 +260,7 @@ class BatchPath:
     def _address(self, encoded: bytes | None) -> Any:
         """The memo entry for an encoded value (None: no such attribute): the
         address, _NOT_IP or _ABSENT."""
-        text = self._text(encoded) if encoded is not None else ""
+        text = _string(encoded)
         return (self._c._normalize(text) or _NOT_IP) if text else _ABSENT
 
     def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
@@ -284,23 +282,9 @@ class BatchPath:
             column = columns.values[key]
             if column.count(None) == n:
                 continue
-            text = self._text
-            models = [
-                (text(v) or m) if v is not None else m for v, m in zip(column, models, strict=True)
-            ]
+            text = self._texts.__getitem__
+            models = [text(v) or m for v, m in zip(column, models, strict=True)]
         return models
-
-    def _text(self, encoded: bytes) -> str:
-        text = self._texts.get(encoded)
-        if text is None:
-            if len(self._texts) >= _MEMO_LIMIT:
-                self._texts.clear()
-            try:
-                text = AnyValue.FromString(encoded).string_value
-            except Exception:  # not checked by the column read: unreadable reads as empty
-                text = ""
-            self._texts[encoded] = text
-        return text
 
     # ------------------------------------------------------------------ results
 
@@ -359,7 +343,12 @@ class BatchPath:
             c.hold_span(span, out)
 
 
-def _by_address(
+def _string(encoded: bytes | None) -> str:
+    value = any_value(encoded)
+    return value.string_value if value is not None else ""
+
+
+def _groups(
     ips: list[str | None], pending: list[int] | None, n: int
 ) -> list[tuple[str | None, range | list[int]]]:
     """The spans to decide (``pending``, or all ``n``), grouped by address."""

@@ -22,6 +22,7 @@ from operator import is_not
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from processor.correlate.views import KeyList, SpanColumns
 from processor.correlate.wire import varint
@@ -208,3 +209,17 @@ def _every(items: Sequence[_T], start: int, step: int) -> list[_T]:
     """``items[start::step]`` as a list (a protobuf container's slice already is one)."""
     got = items[start::step]
     return got if type(got) is list else list(got)
+
+
+def any_value(encoded: bytes | None) -> AnyValue | None:
+    """The AnyValue a column holds (None: the span has no such attribute).
+
+    Values are not checked when the columns are read: one that does not decode
+    reads as an empty AnyValue, i.e. as no usable value.
+    """
+    if encoded is None:
+        return None
+    try:
+        return AnyValue.FromString(encoded)
+    except DecodeError:
+        return AnyValue()

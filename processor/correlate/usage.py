@@ -12,9 +12,9 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from processor.correlate.columns import any_value
 from processor.correlate.memo import Computed
 from processor.model import User
 
@@ -83,14 +83,11 @@ class UsageReader:
         "_counts",
         "_errors",
         "_live",
-        "_named",
         "_pos",
-        "_priced_costs",
         "_prices",
         "_raw",
         "_slots",
         "_texts",
-        "_tokens",
     )
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
@@ -101,17 +98,11 @@ class UsageReader:
         self._absent: dict[str, bool] = {}
         # (slot, key) of the keys that may occur in the current request.
         self._live = list(enumerate(_KEYS))
-        self._texts: dict[bytes, str] = {}
-        self._counts: dict[bytes, int] = {}
-        # encoded count (None: no such attribute) -> the count
-        self._tokens: Computed[bytes | None, int] = Computed(self._count_or_zero, _MEMO_LIMIT)
-        # encoded value (None: no such attribute) -> its text, its cost, whether an error
-        self._named: Computed[bytes | None, str] = Computed(self._text_or_empty, _MEMO_LIMIT)
-        self._priced_costs: Computed[bytes | None, float | None] = Computed(
-            self._cost_or_none, _MEMO_LIMIT
-        )
+        # Encoded column value (None: the span has no such attribute) -> what it says.
+        self._texts: Computed[bytes | None, str] = Computed(_reading(_text), _MEMO_LIMIT)
+        self._counts: Computed[bytes | None, int] = Computed(_reading(_int), _MEMO_LIMIT)
+        self._costs: Computed[bytes | None, float | None] = Computed(_reading(_float), _MEMO_LIMIT)
         self._errors: Computed[bytes | None, bool] = Computed(self._is_error, _MEMO_LIMIT)
-        self._costs: dict[bytes, float | None] = {}
 
     def begin(self, raw: bytes) -> None:
         """Start a request: ``raw`` is searched (once per key, lazily) for keys that no
@@ -204,13 +195,13 @@ class UsageReader:
         # throughout (most are) is left out of the key and read once.
         named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
         varying = [j for j, c in enumerate(named) if c.count(c[0]) != n]
-        tokens = self._tokens.__getitem__
-        tokens_in = list(map(tokens, values[INPUT_TOKENS]))
-        tokens_out = list(map(tokens, values[OUTPUT_TOKENS]))
+        count = self._counts.__getitem__
+        tokens_in = list(map(count, values[INPUT_TOKENS]))
+        tokens_out = list(map(count, values[OUTPUT_TOKENS]))
         cost_column = values[COST]
         costs: list[Any] | None = None
         if cost_column.count(None) != n:
-            costs = _decoded(cost_column, self._costs, self._cost_of, None)
+            costs = list(map(self._costs.__getitem__, cost_column))
             if None in costs:  # some calls unpriced by the gateway: price them one by one
                 self._add_spans(totals, [users[o] for o in owners], values)
                 return
@@ -228,7 +219,7 @@ class UsageReader:
             keys = zip(owners, *(named[j] for j in varying), strict=True)
             for key, cost in zip(keys, costs, strict=True):
                 rows[key][3] += cost
-        text, count = self._text_of, self._count_of
+        text, error = self._texts.__getitem__, self._errors.__getitem__
         for key, (calls, t_in, t_out, summed) in rows.items():
             names = [column[0] for column in named]
             for j, value in zip(varying, key[1:], strict=True):
@@ -236,8 +227,7 @@ class UsageReader:
             p, rm, qm, st = names
             if p is None:
                 continue
-            model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
-            model = model or "unknown"
+            model = text(rm) or text(qm) or "unknown"
             cost = summed if costs is not None else self._priced(model, t_in, t_out)
             row_key = (users[key[0]], text(p) or "unknown", model)
             row = totals.get(row_key)
@@ -247,7 +237,7 @@ class UsageReader:
             row[1] += t_in
             row[2] += t_out
             row[3] += cost
-            row[4] += calls if st is not None and count(st) >= 400 else 0
+            row[4] += calls if error(st) else 0
 
     def _add_spans(
         self,
@@ -255,16 +245,16 @@ class UsageReader:
         users: Sequence[User | None],
         values: Mapping[str, Sequence[bytes | None]],
     ) -> None:
-        for index, user in enumerate(users):
-            used = self.usage_at(values, index)
+        for user, used in zip(users, self.usages(values, range(len(users))), strict=True):
             if used is not None:
                 add_usage(totals, user, used)
 
     def usages(
         self, values: Mapping[str, Sequence[bytes | None]], indexes: Sequence[int]
     ) -> list[Usage | None]:
-        """:meth:`usage_at` for each of ``indexes``; each column maps through a memo."""
-        named, tokens = self._named.__getitem__, self._tokens.__getitem__
+        """What each span of ``indexes`` used (None: not an LLM call), as :meth:`read`
+        gives it; each column maps through a memo of decoded values."""
+        named, tokens = self._texts.__getitem__, self._counts.__getitem__
         columns = [[values[key][i] for i in indexes] for key in _KEYS]
         p, rm, qm, ti, to, c, st = columns
         out: list[Usage | None] = []
@@ -276,7 +266,7 @@ class UsageReader:
             map(named, qm),
             map(tokens, ti),
             map(tokens, to),
-            map(self._priced_costs.__getitem__, c),
+            map(self._costs.__getitem__, c),
             map(self._errors.__getitem__, st),
             strict=True,
         ):
@@ -289,42 +279,8 @@ class UsageReader:
             out.append(new(Usage, (text or "unknown", model, t_in, t_out, cost, error)))
         return out
 
-    def usage_at(self, values: Mapping[str, Sequence[bytes | None]], index: int) -> Usage | None:
-        """The usage of span ``index`` of the columns, or None when it is not an LLM call."""
-        p, rm, qm, ti, to, c, st = (values[key][index] for key in _KEYS)
-        if p is None:
-            return None
-        text, count = self._text_of, self._count_of
-        model = (text(rm) if rm is not None else "") or (text(qm) if qm is not None else "")
-        model = model or "unknown"
-        tokens_in = count(ti) if ti is not None else 0
-        tokens_out = count(to) if to is not None else 0
-        cost = self._cost_of(c) if c is not None else None
-        if cost is None:
-            cost = self._priced(model, tokens_in, tokens_out)
-        error = st is not None and count(st) >= 400
-        return Usage(text(p) or "unknown", model, tokens_in, tokens_out, cost, error)
-
-    def _text_of(self, encoded: bytes) -> str:
-        return _memo(self._texts, encoded, _text)
-
-    def _count_of(self, encoded: bytes) -> int:
-        return _memo(self._counts, encoded, _int)
-
-    def _count_or_zero(self, encoded: bytes | None) -> int:
-        return self._count_of(encoded) if encoded is not None else 0
-
-    def _text_or_empty(self, encoded: bytes | None) -> str:
-        return self._text_of(encoded) if encoded is not None else ""
-
-    def _cost_or_none(self, encoded: bytes | None) -> float | None:
-        return self._cost_of(encoded) if encoded is not None else None
-
     def _is_error(self, encoded: bytes | None) -> bool:
-        return encoded is not None and self._count_of(encoded) >= 400
-
-    def _cost_of(self, encoded: bytes) -> float | None:
-        return _memo(self._costs, encoded, _float)
+        return encoded is not None and self._counts[encoded] >= 400
 
     def _priced(self, model: str, tokens_in: int, tokens_out: int) -> float:
         price = self._prices.get(model.lower())
@@ -333,34 +289,9 @@ class UsageReader:
         return (tokens_in * price.input_per_million + tokens_out * price.output_per_million) / 1e6
 
 
-def _decoded(
-    column: Sequence[bytes | None],
-    cache: dict[bytes, _T],
-    read: Callable[[bytes], _T],
-    absent: _T,
-) -> list[_T]:
-    """``read`` of every entry of ``column`` (``absent`` for None), mostly from ``cache``."""
-    out: list[Any] = list(map(cache.get, column))  # type: ignore[arg-type]
-    if None in set(out):  # absent, or not seen yet (a set: no rich compares with None)
-        pairs = zip(column, out, strict=True)
-        out = [(read(v) if v is not None else absent) if o is None else o for v, o in pairs]
-    return out
-
-
-def _memo(cache: dict[bytes, _T], encoded: bytes, read: Callable[[AnyValue], _T]) -> _T:
-    """``read`` of the AnyValue encoded as ``encoded``, remembered in ``cache``."""
-    try:
-        return cache[encoded]
-    except KeyError:
-        pass
-    if len(cache) >= _MEMO_LIMIT:
-        cache.clear()
-    try:
-        decoded = AnyValue.FromString(encoded)
-    except DecodeError:  # not checked by the column read: unreadable reads as absent
-        decoded = AnyValue()
-    value = cache[encoded] = read(decoded)
-    return value
+def _reading(read: Callable[[AnyValue | None], _T]) -> Callable[[bytes | None], _T]:
+    """``read`` of an encoded column value."""
+    return lambda encoded: read(any_value(encoded))
 
 
 def _text(value: AnyValue | None) -> str:
