@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter as Counter_
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
+from processor.correlate.memo import Computed
 from processor.correlate.received import Received
 from processor.errors import DownstreamError, EnricherError
 from processor.export.queue import Batch, ExportQueue
@@ -58,7 +60,11 @@ class Pipeline:
         self._spool = spool
         self._on_learned = on_learned
         self._user_labels = user_labels
-        self._children: dict[tuple[int, tuple[str, ...]], Counter_] = {}
+        # (metric, label values) -> the labelled series: a label lookup costs a lock
+        # and a validation, and a batch adds to the same few series again and again.
+        self._children: Computed[tuple[Counter_, tuple[str, ...]], Any] = Computed(
+            _series, _CHILDREN_LIMIT
+        )
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -289,21 +295,16 @@ class Pipeline:
                 inc(m.llm_errors, labels, errors)
 
     def _inc(self, metric: Counter_, labels: tuple[str, ...], value: float) -> None:
-        """``metric.labels(*labels).inc(value)``, with the child looked up once.
-
-        A label lookup costs a lock and a validation; a batch touches the same
-        few series again and again.
-        """
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) >= _CHILDREN_LIMIT:
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        child.inc(value)
+        """``metric.labels(*labels).inc(value)``, with the series looked up once."""
+        self._children[metric, labels].inc(value)
 
 
 _CHILDREN_LIMIT = 65_536  # labelled series remembered (the metrics cap users well below)
+
+
+def _series(key: tuple[Counter_, tuple[str, ...]]) -> Any:
+    metric, labels = key
+    return metric.labels(*labels)
 
 
 def _one(tag: int) -> Counter[int]:

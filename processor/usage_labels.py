@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processor.correlate.identity import EmailHasher
+from processor.correlate.memo import Computed
 from processor.model import User
 
 UNKNOWN = "unknown"  # spans nobody could be attributed to
@@ -28,10 +29,10 @@ class UserLabels:
         team_of: Callable[[User], str] | None = None,
     ) -> None:
         self._max = max_users
-        self._hasher = hasher
         self._team_of = team_of or (lambda user: user.team)
         self._known: dict[str, str] = {}
-        self._hashed: dict[str, str] = {}  # email -> its keyed hash (one HMAC per user)
+        # email -> its keyed hash (one HMAC per user)
+        self._hashed = Computed(hasher, _HASHED_LIMIT) if hasher is not None else None
 
     def __call__(self, user: User | None) -> tuple[str, str]:
         """(user label, team label) for ``user``."""
@@ -48,13 +49,6 @@ class UserLabels:
         return label, team
 
     def _label(self, user: User) -> str:
-        if self._hasher is not None:
-            if not user.email:
-                return user.id
-            hashed = self._hashed.get(user.email)
-            if hashed is None:
-                if len(self._hashed) >= _HASHED_LIMIT:
-                    self._hashed.clear()
-                hashed = self._hashed[user.email] = self._hasher(user.email)
-            return hashed
+        if self._hashed is not None:
+            return self._hashed[user.email] if user.email else user.id
         return user.email or user.id

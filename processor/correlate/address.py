@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from processor.correlate.memo import Computed
+
 DEFAULT_ADDRESS_KEYS: tuple[str, ...] = (
     "src.addr",  # AgentGateway: "ip:port", IPv6 as "[fd00::7]:40312"
     "client.address",
@@ -45,21 +47,15 @@ def normalize_ip(raw: str) -> str | None:
     return str(ip)
 
 
-class AddressNormalizer:
-    """Memoises :func:`normalize_ip`, since one gateway sends few distinct values."""
+class AddressNormalizer(Computed[str, "str | None"]):
+    """Memoises :func:`normalize_ip`, since one gateway sends few distinct values.
 
-    __slots__ = ("_cache",)
+    Call it with a raw value: the normalised IP, or None.
+    """
+
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._cache: dict[str, str | None] = {}
+        super().__init__(normalize_ip, _CACHE_LIMIT)
 
-    def __call__(self, raw: str) -> str | None:
-        """Return the normalised IP for ``raw`` (cached)."""
-        try:
-            return self._cache[raw]
-        except KeyError:
-            pass
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        ip = self._cache[raw] = normalize_ip(raw)
-        return ip
+    __call__ = Computed.__getitem__

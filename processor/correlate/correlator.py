@@ -174,7 +174,7 @@ class Correlator:
         try:
             columns = self._columns_of(received)
             if columns is not None:
-                return self._receive_columns(received, columns, now_ns, tag, out)
+                return self._batch.receive(received, columns, now_ns, tag, out)
             return self._receive(received.message(), received.raw, now_ns, tag, out)
         except Exception as exc:
             # Undo this request's holds that have not left yet, so that forwarding
@@ -204,11 +204,6 @@ class Correlator:
             if any(kv.key in keys for kv in frame.decoded.attributes):
                 return None
         return columns
-
-    def _receive_columns(
-        self, received: Received, columns: Columns, now_ns: int, tag: int, out: Outcome
-    ) -> Outcome:
-        return self._batch.receive(received, columns, now_ns, tag, out)
 
     def _receive(
         self,

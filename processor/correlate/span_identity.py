@@ -66,7 +66,7 @@ class IdentityReader:
         # Every built-in key, and every key the service writes, contains "user";
         # configured keys that do not are searched for as they are.
         others = sorted({k.encode() for k, _ in pairs if "user" not in k})
-        self.needles: tuple[bytes, ...] = (b"user", *others)
+        self._needles = (b"user", *others)
         # Keys whose presence sends a span to the full read: identity, and ours.
         self.keys = frozenset(self._rank).union(WRITTEN_KEYS)
 
@@ -77,7 +77,7 @@ class IdentityReader:
         encoder did with tags and lengths, so their absence proves that no
         span or resource carries the key and the per-span scan can be skipped.
         """
-        return any(needle in raw for needle in self.needles)
+        return any(needle in raw for needle in self._needles)
 
     def read(self, attributes: Sequence[KeyValue]) -> User | None:
         """The identity in ``attributes``, or None when it names neither id nor email."""
