@@ -31,8 +31,6 @@ _T = TypeVar("_T")
 _MARK_TRACE = b"\xff" * 16
 _MARK_START = (1 << 64) - 1
 _MARK_KEY = "\x00user-enricher/span-end"
-
-
 _KEY_FIELD = b"\x0a" + varint(len(_MARK_KEY)) + _MARK_KEY.encode()  # KeyValue.key
 _MARK_KV = _KEY_FIELD + b"\x12\x00"  # and an empty KeyValue.value
 _MARK = (
@@ -116,13 +114,11 @@ class ColumnReader:
         layouts = self._layouts_of(kvs.SerializeToString(), n, keys)
         if layouts is None:
             return None
-        values = self._values(kvs.value, layouts)
+        uniform = layouts.count(layouts[0]) == n  # by identity: one object per layout
+        values = self._values(kvs.value, layouts, uniform)
         if values is None:
             return None
-        if n and layouts.count(layouts[0]) == n:
-            flagged = layouts[0].flagged
-        else:
-            flagged = any(layout.flagged for layout in layouts)
+        flagged = layouts[0].flagged if uniform else any(layout.flagged for layout in layouts)
         return Columns(trace_ids, _every(starts, 0, 2), values, flagged)
 
     def _layouts_of(self, encoded: bytes, n: int, keys: int) -> list[Layout] | None:
@@ -176,11 +172,11 @@ class ColumnReader:
         return None if layout.duplicated else layout
 
     def _values(
-        self, flat: Sequence[bytes], layouts: list[Layout]
+        self, flat: Sequence[bytes], layouts: list[Layout], uniform: bool
     ) -> dict[str, list[bytes | None]] | None:
         n = len(layouts)
         out: dict[str, list[bytes | None]] = {}
-        if n and layouts.count(layouts[0]) == n:
+        if uniform:
             layout, stride = layouts[0], layouts[0].count + 1
             if len(flat) != stride * n:
                 return None

@@ -24,8 +24,8 @@ class Frame(NamedTuple):
 class Received:
     """An ExportTraceServiceRequest kept as bytes plus a :data:`RequestView` of them.
 
-    The view (resources and scopes decoded, spans left as bytes) costs a small
-    part of a full decode; :meth:`message` decodes in full, once, for the paths
+    The view (the structure decoded, resources, scopes and spans left as they
+    came) costs a small part of a full decode; :meth:`message` decodes in full, once, for the paths
     that need every field.
     """
 

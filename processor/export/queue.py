@@ -140,13 +140,14 @@ class ExportQueue:
                     break
                 merged.append(more)
                 size += len(more.data)
-            if len(merged) == 1:
-                await self._deliver(batch)
-            else:
-                await self._deliver_merged(merged)
+            await self._deliver(merged)
 
-    async def _deliver_merged(self, batches: list[Batch]) -> None:
-        """Send ``batches`` as one request; settle each as :meth:`_deliver` would."""
+    async def _deliver(self, batches: list[Batch]) -> None:
+        """Send ``batches`` as one request and settle each of them.
+
+        A merged request refused for good, or failing in a way we did not expect,
+        is sent again batch by batch, so only the batch at fault is dropped.
+        """
         try:
             await self._sender.send(b"".join(b.data for b in batches))
         except asyncio.CancelledError:
@@ -157,14 +158,20 @@ class ExportQueue:
             if exc.retryable:
                 for batch in batches:
                     self._requeue(batch, exc.code)
-                return
-            for batch in batches:  # find the batch the downstream refuses
-                await self._deliver(batch)
+            elif len(batches) > 1:
+                await self._one_by_one(batches)
+            else:
+                self._finish(batches[0])
+                self._on_dropped(batches[0], exc)
             return
-        except Exception:  # our bug: each batch on its own, as if it came alone
-            log.exception("export_merge_failed_unexpectedly", batches=len(batches))
-            for batch in batches:
-                await self._deliver(batch)
+        except Exception:  # our bug: never let it kill the consumer
+            log.exception("export_failed_unexpectedly", batches=len(batches))
+            if len(batches) > 1:
+                await self._one_by_one(batches)
+            else:
+                self._finish(batches[0])
+                error = DownstreamError("unexpected error", code="INTERNAL", retryable=False)
+                self._on_dropped(batches[0], error)
             return
         for batch in batches:
             self._finish(batch)
@@ -173,32 +180,9 @@ class ExportQueue:
             except Exception:
                 log.exception("delivery_bookkeeping_failed", spans=batch.spans)
 
-    async def _deliver(self, batch: Batch) -> None:
-        try:
-            await self._sender.send(batch.data)
-        except asyncio.CancelledError:
-            raise
-        except DownstreamError as exc:
-            if exc.code == SHUTDOWN_CODE or (exc.retryable and self._stopping):
-                return  # stays in flight: drain() reports it as not delivered
-            if exc.retryable:
-                self._requeue(batch, exc.code)
-            else:
-                self._finish(batch)
-                self._on_dropped(batch, exc)
-            return
-        except Exception:  # our bug: never let it kill the consumer
-            log.exception("export_failed_unexpectedly", spans=batch.spans)
-            self._finish(batch)
-            self._on_dropped(
-                batch, DownstreamError("unexpected error", code="INTERNAL", retryable=False)
-            )
-            return
-        self._finish(batch)
-        try:
-            self._on_delivered(batch)
-        except Exception:
-            log.exception("delivery_bookkeeping_failed", spans=batch.spans)
+    async def _one_by_one(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            await self._deliver([batch])
 
     def _requeue(self, batch: Batch, code: str) -> None:
         """Back to the end of the queue. Queued before it leaves the in-flight set, so
