@@ -1,16 +1,31 @@
-# Every target creates the virtual environment it needs from pyproject.toml.
+# Every target creates the virtual environment it needs from the lock files, so a
+# fresh clone installs exactly what was tested, whatever the registries serve today.
+# pyproject.toml keeps the ranges for people installing the package elsewhere;
+# `make lock` re-resolves them (runtime first, then dev constrained by it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# The build backend is locked too, so the editable install needs no unpinned download.
+BUILD_REQ := setuptools>=77
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto bench bench-ab bench-enrich bench-attribution bench-redis clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve both locks from pyproject.toml's ranges (newest matching releases).
+lock: $(STAMP)
+	echo '$(BUILD_REQ)' | $(UV_COMPILE) - pyproject.toml -o $(LOCK)
+	echo '$(BUILD_REQ)' | $(UV_COMPILE) - pyproject.toml --extra dev -c $(LOCK) -o $(DEV_LOCK)
+	rm -f $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/user-enricher demo

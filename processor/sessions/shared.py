@@ -22,7 +22,7 @@ import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -226,7 +226,9 @@ class RedisShare:
                 if message.get("type") == "message":
                     self._apply(message["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # redis-py typed `aclose` only in 8.x; the cast keeps both typings clean.
+            close = cast(Callable[[], Awaitable[None]], pubsub.aclose)
+            await close()
 
     async def _load_state(self) -> int:
         """Apply every shared change still in Redis (after subscribing, so none is missed)."""
