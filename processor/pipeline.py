@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from google.protobuf.message import DecodeError
-from prometheus_client import Counter as Counter_
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
-from processor.correlate.memo import Computed
 from processor.correlate.received import Received
 from processor.errors import DownstreamError, EnricherError
 from processor.export.queue import Batch, ExportQueue
@@ -60,11 +57,7 @@ class Pipeline:
         self._spool = spool
         self._on_learned = on_learned
         self._user_labels = user_labels
-        # (metric, label values) -> the labelled series: a label lookup costs a lock
-        # and a validation, and a batch adds to the same few series again and again.
-        self._children: Computed[tuple[Counter_, tuple[str, ...]], Any] = Computed(
-            _series, _CHILDREN_LIMIT
-        )
+        metrics.spans_ambiguous.declare([(policy,)])
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -197,7 +190,6 @@ class Pipeline:
 
     def _enqueue(self, payload: Payload) -> None:
         self.queue.put(Batch(payload.data, payload.spans, payload.tags))
-        self._gauges()
 
     def delivered(self, batch: Batch) -> None:
         """Queue callback: the downstream acknowledged ``batch``."""
@@ -206,8 +198,8 @@ class Pipeline:
 
     def dropped(self, batch: Batch, exc: DownstreamError) -> None:
         """Queue callback: the downstream refused ``batch`` for good."""
-        self._metrics.export_failures.labels(code=exc.code).inc()
-        self._metrics.spans_dropped.labels(code=exc.code).inc(batch.spans)
+        self._metrics.export_failures.add((exc.code,))
+        self._metrics.spans_dropped.add((exc.code,), batch.spans)
         log.error(
             "export_dropped",
             spans=batch.spans,
@@ -233,15 +225,6 @@ class Pipeline:
                         self._spool.remove(tag)
                     except OSError as exc:
                         log.error("spool_remove_failed", tag=tag, error=str(exc))
-        self._gauges()
-
-    def _gauges(self) -> None:
-        m = self._metrics
-        m.queue_batches.set(len(self.queue))
-        m.queue_bytes.set(self.queue.bytes)
-        if self._spool is not None:
-            m.spool_bytes.set(self._spool.bytes_used)
-            m.spool_requests.set(len(self._spool))
 
     def _record(self, o: Outcome) -> None:
         m = self._metrics
@@ -249,9 +232,9 @@ class Pipeline:
             m.spans_received.inc(o.spans)
         for (method, confidence), count in o.attributed.items():
             if confidence == "ambiguous":
-                m.spans_ambiguous.labels(policy=self._policy).inc(count)
+                m.spans_ambiguous.add((self._policy,), count)
             if not (confidence == "ambiguous" and self._policy != "nearest"):
-                self._inc(m.spans_enriched, (method, confidence), count)
+                m.spans_enriched.add((method, confidence), count)
         for counter, value in (
             (m.spans_unmatched, o.unattributed),
             (m.spans_no_address, o.no_address),
@@ -266,15 +249,14 @@ class Pipeline:
             ("forced", o.forced_out),
         ):
             if count:
-                m.spans_released.labels(reason=reason).inc(count)
-        m.spans_holding.set(self.correlator.held)
+                m.spans_released.add((reason,), count)
         if o.usage and self._user_labels is not None:
             self._record_usage(o)
 
     def _record_usage(self, o: Outcome) -> None:
         """Per-user LLM usage: one label lookup per (user, provider, model) of the batch."""
         assert self._user_labels is not None
-        m, inc = self._metrics, self._inc
+        m = self._metrics
         for (user, provider, model), (
             calls,
             tokens_in,
@@ -284,27 +266,15 @@ class Pipeline:
         ) in o.usage.items():
             who, team = self._user_labels(user)
             labels = (who, team, provider, model)
-            inc(m.llm_requests, labels, calls)
+            m.llm_requests.add(labels, calls)
             if tokens_in:
-                inc(m.llm_tokens, (*labels, "input"), tokens_in)
+                m.llm_tokens.add((*labels, "input"), tokens_in)
             if tokens_out:
-                inc(m.llm_tokens, (*labels, "output"), tokens_out)
+                m.llm_tokens.add((*labels, "output"), tokens_out)
             if cost:
-                inc(m.llm_cost, labels, cost)
+                m.llm_cost.add(labels, cost)
             if errors:
-                inc(m.llm_errors, labels, errors)
-
-    def _inc(self, metric: Counter_, labels: tuple[str, ...], value: float) -> None:
-        """``metric.labels(*labels).inc(value)``, with the series looked up once."""
-        self._children[metric, labels].inc(value)
-
-
-_CHILDREN_LIMIT = 65_536  # labelled series remembered (the metrics cap users well below)
-
-
-def _series(key: tuple[Counter_, tuple[str, ...]]) -> Any:
-    metric, labels = key
-    return metric.labels(*labels)
+                m.llm_errors.add(labels, errors)
 
 
 def _one(tag: int) -> Counter[int]:

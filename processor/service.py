@@ -135,6 +135,7 @@ class Service:
             on_delivered=self.pipeline.delivered,
             on_dropped=self.pipeline.dropped,
             on_requeued=self.pipeline.requeued,
+            on_latency=self.metrics.export_latency.observe,
         )
         self.pipeline.attach(self.queue)
         self._receiver = TraceReceiver(
@@ -162,6 +163,25 @@ class Service:
         self._ticker: asyncio.Task[None] | None = None
         self._ready = False
         self.addresses = BoundAddresses(grpc="", http=None)
+        self._bind_gauges()
+
+    def _bind_gauges(self) -> None:
+        """Gauges that mirror a component's size read it at scrape time."""
+        m, queue, spool = self.metrics, self.config.exporter.queue, self.spool
+        m.spans_holding.set_function(lambda: self.correlator.held)
+        m.held_capacity.set(self.config.correlation.max_held_spans)
+        m.queue_batches.set_function(lambda: len(self.queue))
+        m.queue_bytes.set_function(lambda: self.queue.bytes)
+        m.queue_capacity_batches.set(queue.size)
+        m.queue_capacity_bytes.set(queue.max_bytes)
+        if spool is not None:
+            m.spool_requests.set_function(lambda: len(spool))
+            m.spool_bytes.set_function(lambda: spool.bytes_used)
+            m.spool_capacity_bytes.set(queue.max_spool_bytes)
+        m.sessions_active.set_function(lambda: len(self.store))
+        m.trace_identities.set_function(lambda: len(self.traces))
+        # The in-memory store is always usable; Redis reports its state as it changes.
+        m.store_connected.set(1 if self.share is None else 0)
 
     @property
     def ready(self) -> bool:
@@ -294,7 +314,6 @@ class Service:
     def _remote_session(self, session: Session) -> None:
         self.store.add(session)
         self.pipeline.session_stored(session)
-        self.metrics.sessions_active.set(len(self.store))
 
     def _remote_trace(self, trace_id: bytes, user: User) -> None:
         self.pipeline.trace_learned(trace_id, user)
@@ -393,8 +412,6 @@ class Service:
         dropped = self.store.expire(now - int(EXPIRY_GRACE_S * _NS))
         self.traces.expire(now)
         self.metrics.sessions_expired.inc(dropped)
-        self.metrics.sessions_active.set(len(self.store))
-        self.metrics.trace_identities.set(len(self.traces))
         return dropped
 
     async def _tick(self) -> None:
@@ -411,13 +428,13 @@ class Service:
         self.correlator.directory = directory
 
     def _on_rate_limited(self, route: str) -> None:
-        self.metrics.api_rate_limited.labels(route=route).inc()
+        self.metrics.api_rate_limited.add((route,))
 
     def _on_retry(self, attempt: int, delay_s: float, code: str) -> None:
-        self.metrics.export_retries.labels(code=code).inc()
+        self.metrics.export_retries.add((code,))
 
     def _on_partial_success(self, rejected: int, message: str) -> None:
-        self.metrics.export_failures.labels(code="PARTIAL_SUCCESS").inc()
+        self.metrics.export_failures.add(("PARTIAL_SUCCESS",))
 
 
 def build_correlator(

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.metrics import MetricWrapperBase
 
 from processor.config import split_endpoint
-from processor.metrics import Metrics
+from processor.metrics import Counter, Metrics
 
 ROOT = Path(__file__).parent.parent
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
@@ -76,9 +75,9 @@ def exported_series() -> dict[str, frozenset[str]]:
     ``le``), ``_sum`` and ``_count`` for histograms.
     """
     metrics = Metrics()
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase) and value._labelnames:
-            value.labels(*("probe" for _ in value._labelnames))
+    for declared in metrics.families():
+        if isinstance(declared, Counter) and declared.labelnames:
+            declared.add(tuple("probe" for _ in declared.labelnames), 1)
     series: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         for sample in family.samples:

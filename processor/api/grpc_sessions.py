@@ -45,7 +45,7 @@ class SessionServicer:
         return pb.PushSessionsResponse(accepted=accepted)
 
     def _reject(self, reason: str) -> None:
-        self._metrics.session_push_rejected.labels(via="grpc", reason=reason).inc()
+        self._metrics.session_push_rejected.add(("grpc", reason))
 
 
 # gRPC clients refuse trailers over 16 KiB by default; a message naming every

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from processor.api.intake import SessionIntake, TokenAuth
 from processor.api.validate import parse_json_body
@@ -142,7 +142,7 @@ class HttpApi:
         return web.json_response({"accepted": accepted})
 
     def _reject(self, reason: str) -> None:
-        self._metrics.session_push_rejected.labels(via="http", reason=reason).inc()
+        self._metrics.session_push_rejected.add(("http", reason))
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -163,7 +163,7 @@ class HttpApi:
         return web.json_response({"status": "session store unreachable"}, status=503)
 
     async def _metrics_handler(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._metrics.registry)
+        body = self._metrics.scrape()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

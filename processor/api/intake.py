@@ -76,8 +76,7 @@ class SessionIntake:
         if self._on_stored is not None:
             for session in sessions:
                 self._on_stored(session)
-        self._metrics.sessions_pushed.labels(via=via).inc(len(sessions))
-        self._metrics.sessions_active.set(len(self._store))
+        self._metrics.sessions_pushed.add((via,), len(sessions))
         return len(sessions)
 
     def close(self, ip: str, user_key: str, at_ns: int) -> int:

@@ -74,4 +74,4 @@ class OpenWebUIWebhook:
         return web.json_response({"status": "accepted"})
 
     def _count(self, event: str, outcome: str) -> None:
-        self._metrics.webhook_events.labels(event=event, outcome=outcome).inc()
+        self._metrics.webhook_events.add((event, outcome))

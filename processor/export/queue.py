@@ -16,6 +16,7 @@ sent again batch by batch, so only the bad batch is dropped.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Batch:
     data: bytes
     spans: int
     tags: Counter[int] = field(default_factory=Counter)
+    queued_s: float = 0.0  # when it first entered the queue (the queue's clock)
 
 
 Done = Callable[[Batch], None]
@@ -59,6 +61,8 @@ class ExportQueue:
         on_dropped: Dropped,
         on_requeued: Done | None = None,
         merge_bytes: int = 0,
+        on_latency: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sender = sender
         self._merge_bytes = merge_bytes
@@ -68,6 +72,8 @@ class ExportQueue:
         self._on_delivered = on_delivered
         self._on_dropped = on_dropped
         self._on_requeued = on_requeued
+        self._on_latency = on_latency
+        self._clock = clock
         self._waiting: asyncio.Queue[Batch] = asyncio.Queue()
         self._in_flight: dict[int, Batch] = {}
         self._bytes = 0
@@ -101,6 +107,8 @@ class ExportQueue:
         the service already answered for (released from holding, replayed) always go in.
         """
         self._bytes += len(batch.data)
+        if not batch.queued_s:  # a requeued batch keeps its first time
+            batch.queued_s = self._clock()
         self._idle.clear()
         self._waiting.put_nowait(batch)
 
@@ -173,9 +181,12 @@ class ExportQueue:
                 error = DownstreamError("unexpected error", code="INTERNAL", retryable=False)
                 self._on_dropped(batches[0], error)
             return
+        now = self._clock()
         for batch in batches:
             self._finish(batch)
             try:
+                if self._on_latency is not None:
+                    self._on_latency(now - batch.queued_s)
                 self._on_delivered(batch)
             except Exception:
                 log.exception("delivery_bookkeeping_failed", spans=batch.spans)

@@ -198,7 +198,7 @@ class HttpTraceReceiver:
             ) from None
 
     def _outcome(self, outcome: str) -> None:
-        self._metrics.requests_received.labels(outcome=outcome).inc()
+        self._metrics.requests_received.add((outcome,))
 
 
 def build_app(receiver: HttpTraceReceiver) -> web.Application:
