@@ -346,13 +346,19 @@ class Service:
         host, port = split_endpoint(self.config.receiver.grpc_endpoint)
         address = _join(host, port)
         tls = self.config.receiver.tls
-        bound = (
-            server.add_secure_port(address, grpc_server_credentials(tls))
-            if tls.enabled
-            else server.add_insecure_port(address)
-        )
+        try:
+            bound = (
+                server.add_secure_port(address, grpc_server_credentials(tls))
+                if tls.enabled
+                else server.add_insecure_port(address)
+            )
+        except RuntimeError:  # grpcio raises this (not OSError) when the bind fails
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {self.config.receiver.grpc_endpoint}")
+            raise OSError(
+                f"cannot listen on {self.config.receiver.grpc_endpoint} "
+                "(receiver.grpc_endpoint): address in use or not available"
+            )
         await server.start()
         self._grpc_server = server
         return _join(host, bound)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,38 @@ def test_serve_refuses_bad_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "api.token" in result.stderr
+
+
+@pytest.mark.parametrize("listener", ["grpc_endpoint", "http_endpoint", "api"])
+def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path, listener: str) -> None:
+    """A port already taken exits 1 with a ``startup_failed`` line naming it, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        endpoints = {
+            "grpc_endpoint": "127.0.0.1:0",
+            "http_endpoint": "127.0.0.1:0",
+            "api": "127.0.0.1:0",
+        }
+        endpoints[listener] = busy
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"receiver: {{grpc_endpoint: '{endpoints['grpc_endpoint']}', "
+            f"http_endpoint: '{endpoints['http_endpoint']}'}}\n"
+            "exporter: {endpoint: '127.0.0.1:9', insecure: true}\n"
+            f"api: {{endpoint: '{endpoints['api']}', token: 'serve-test-token'}}\n"
+            "logging: {format: json}\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "processor", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "startup_failed"]
+    assert len(failed) == 1
+    assert busy.rsplit(":", 1)[1] in failed[0]["error"]
