@@ -30,7 +30,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from yaml.constructor import ConstructorError
 
+from processor.config_env import EnvScalar, expand_env, typed_for
 from processor.errors import ConfigError, Problem
+from processor.export.endpoint_url import EndpointProblem, from_url
 
 __all__ = [
     "HASH_KEY_ENV_VAR",
@@ -310,7 +312,7 @@ def _metadata_value(value: str) -> str:
     """gRPC ASCII metadata values must be printable ASCII."""
     if not all(" " <= char <= "~" for char in value):
         raise ValueError("header values must be printable ASCII")
-    return value
+    return str(value)
 
 
 def _unique_header_names(value: Any) -> Any:
@@ -372,6 +374,20 @@ class _Frozen(BaseModel):
     """Base for every config section: immutable, unknown keys are errors."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_env_values(cls, data: Any) -> Any:
+        """Give each whole-value ``${env:...}`` the scalar type of the key it sets."""
+        if not isinstance(data, Mapping):
+            return data
+        fields = cls.model_fields
+        return {
+            key: typed_for(fields[key].annotation, value)
+            if isinstance(value, EnvScalar) and key in fields
+            else value
+            for key, value in data.items()
+        }
 
 
 # --------------------------------------------------------------------------- sections
@@ -602,6 +618,17 @@ class ExporterConfig(_Frozen):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_url(cls, data: Any) -> Any:
+        """``endpoint: http(s)://host:port/path`` becomes endpoint, insecure and http_path."""
+        if not isinstance(data, Mapping):
+            return data
+        try:
+            return from_url(data)
+        except EndpointProblem as problem:
+            raise _field_problems(cls.__name__, [(problem.field, problem.message)]) from None
+
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
         """A CA file makes no sense on a plaintext connection."""
@@ -733,10 +760,27 @@ def _resolve_secret(
         if enabled:
             raise _TokenProblem(rule.value_key, rule.required)
         return None
-    if len(token.value) < rule.min_length:
-        message = f"must be at least {rule.min_length} characters"
-        raise _TokenProblem(token.field, f"{token.source} {message}".lstrip())
+    problem = _secret_problem(token.value, rule.min_length)
+    if problem:
+        raise _TokenProblem(token.field, f"{token.source} {problem}".lstrip())
     return SecretStr(token.value)
+
+
+# Marks of the example files' placeholders (deploy/compose/secrets/*.example).
+_PLACEHOLDER = re.compile(r"replace[-_ ]?me|change[-_ ]?me", re.IGNORECASE)
+
+
+def _secret_problem(value: str, min_length: int) -> str:
+    """Why ``value`` is not usable as a secret ("" when it is); never quotes the value."""
+    if not value.strip():
+        return "must not be blank (only whitespace)"
+    if value != value.strip():
+        return "must not start or end with whitespace (clients would not send it)"
+    if len(value) < min_length:
+        return f"must be at least {min_length} characters"
+    if _PLACEHOLDER.search(value):
+        return "is still a placeholder from the examples (REPLACE-ME/CHANGE-ME); set a real secret"
+    return ""
 
 
 def _pick_secret(
@@ -973,6 +1017,38 @@ class UsageConfig(_Frozen):
     prices: dict[AttributeName, PriceConfig] = Field(default_factory=dict)
 
 
+METRICS_TOKEN_ENV_VAR = "USER_ENRICHER_METRICS_TOKEN"
+"""Environment variable that sets (and overrides) ``telemetry.token``."""
+
+_METRICS_TOKEN = _SecretRule("token", "token_file", METRICS_TOKEN_ENV_VAR, 16, "")
+
+
+class TelemetryConfig(_Frozen):
+    """Where health and /metrics are served, and who may read /metrics.
+
+    ``endpoint`` empty (the default): on the API port, as before. Set, e.g.
+    ``0.0.0.0:9464``: on a listener of their own, and the API port serves no
+    /metrics, so Prometheus and Open WebUI need different ports opened. A token
+    (at least 16 characters; ``USER_ENRICHER_METRICS_TOKEN``, ``token_file`` or
+    ``token``) makes /metrics answer 401 without ``Authorization: Bearer``;
+    health stays open for probes.
+    """
+
+    endpoint: OptionalListenEndpoint = ""
+    token: SecretStr | None = None
+    token_file: ConfigPath | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_token(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Apply the file/environment token sources and the token rules."""
+        resolved: Self = _with_secret(cls, data, handler, info, _METRICS_TOKEN, lambda _: False)
+        return resolved
+
+
 class LoggingConfig(_Frozen):
     """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
 
@@ -992,6 +1068,7 @@ class Config(_Frozen):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
@@ -1011,12 +1088,19 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 
 def parse_config(data: Mapping[str, Any], *, base_dir: Path, env: Mapping[str, str]) -> Config:
-    """Validate already-parsed YAML; relative paths are resolved against ``base_dir``."""
+    """Validate already-parsed YAML; relative paths are resolved against ``base_dir``.
+
+    ``${env:VAR}`` references in values are expanded from ``env`` first
+    (see :mod:`processor.config_env`).
+    """
     if not isinstance(data, Mapping):
         raise ConfigError([Problem("", "the top level of the config must be a mapping")])
+    expanded, unresolved = expand_env(data, env)
+    if unresolved:
+        raise ConfigError(unresolved)
     try:
         return Config.model_validate(
-            _with_sections(data), context=_LoadContext(base_dir=base_dir, env=env)
+            _with_sections(expanded), context=_LoadContext(base_dir=base_dir, env=env)
         )
     except ValidationError as exc:
         problems = [_to_problem(error) for error in exc.errors(include_input=False)]

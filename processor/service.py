@@ -33,6 +33,7 @@ from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
 from processor.api.grpc_sessions import SessionServicer
 from processor.api.http import HttpApi
 from processor.api.intake import SessionIntake, TokenAuth
+from processor.api.telemetry import Telemetry, telemetry_app
 from processor.api.webhooks import OpenWebUIWebhook
 from processor.config import Config, TlsConfig, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
@@ -81,6 +82,7 @@ class BoundAddresses:
     grpc: str
     http: str | None
     otlp_http: str | None = None
+    telemetry: str | None = None  # None: health and /metrics are on ``http``
 
 
 class Service:
@@ -159,6 +161,7 @@ class Service:
         self._health = health.aio.HealthServicer()
         self._grpc_server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
+        self._telemetry_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._ready = False
@@ -206,8 +209,12 @@ class Service:
         grpc_address = await self._start_grpc(intake, auth)
         otlp_http_address = await self._start_otlp_http()
         http_address = await self._start_http(intake, auth)
+        telemetry_address = await self._start_telemetry()
         self.addresses = BoundAddresses(
-            grpc=grpc_address, http=http_address, otlp_http=otlp_http_address
+            grpc=grpc_address,
+            http=http_address,
+            otlp_http=otlp_http_address,
+            telemetry=telemetry_address,
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
         if self.config.correlation.hold:
@@ -222,6 +229,7 @@ class Service:
             grpc=grpc_address,
             otlp_http=otlp_http_address,
             http=http_address,
+            telemetry=telemetry_address,
             exporter=self.config.exporter.endpoint,
             exporter_protocol=self.config.exporter.protocol,
             spool=self.config.exporter.queue.directory,
@@ -242,6 +250,8 @@ class Service:
             await self._otlp_http_runner.cleanup()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self._telemetry_runner is not None:
+            await self._telemetry_runner.cleanup()
         await _cancel(self._ticker)
         held = self.correlator.held
         self._sender.hurry()  # no batch sleeps through the drain in a long backoff
@@ -394,6 +404,8 @@ class Service:
             max_body_bytes=self.config.api.max_body_bytes,
             ready=lambda: self._ready,
             identity_ready=lambda: self.identity_ready,
+            metrics_auth=self._metrics_auth(),
+            serve_metrics=not self.config.telemetry.endpoint,
             webhook=self._webhook(),
             rate_limiter=rate_limiter(self.config.api.rate_limit),
             on_limited=self._on_rate_limited,
@@ -401,6 +413,23 @@ class Service:
         runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
         address = await _listen(runner, self.config.api.endpoint, self.config.api.tls)
         self._http_runner = runner
+        return address
+
+    def _metrics_auth(self) -> TokenAuth | None:
+        token = self.config.telemetry.token
+        return TokenAuth(token.get_secret_value()) if token is not None else None
+
+    async def _start_telemetry(self) -> str | None:
+        """Health and /metrics on their own listener, when telemetry.endpoint is set."""
+        telemetry = self.config.telemetry
+        if not telemetry.endpoint:
+            return None
+        routes = Telemetry(
+            self.metrics, lambda: self._ready, lambda: self.identity_ready, self._metrics_auth()
+        )
+        runner = web.AppRunner(telemetry_app(routes), access_log=None, handle_signals=False)
+        address = await _listen(runner, telemetry.endpoint, telemetry.tls)
+        self._telemetry_runner = runner
         return address
 
     async def _sweep(self) -> None:

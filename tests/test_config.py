@@ -59,7 +59,7 @@ def test_example_config_loads() -> None:
     assert config.exporter.endpoint == "jaeger:4317"
     assert config.exporter.insecure is True
     assert config.api.token is not None
-    assert config.api.token.get_secret_value() == "change-me-please"
+    assert config.api.token.get_secret_value() == "example-token-for-localhost-only"
 
 
 def test_example_config_documents_the_defaults() -> None:

@@ -868,7 +868,7 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 def config(**sections: Any) -> Config:
     """A parsed config with an exporter endpoint and the given sections merged in."""
-    exporter = {"endpoint": "jaeger:4318", **sections.pop("exporter", {})}
+    exporter = {"endpoint": "jaeger:4317", **sections.pop("exporter", {})}
     data = {"exporter": exporter, "api": {"enabled": False}, **sections}
     return parse_config(data, base_dir=Path.cwd(), env={})
 
@@ -886,6 +886,7 @@ def test_http_exporter_settings_from_config() -> None:
     """protocol: http builds an http:// URL when insecure and https:// otherwise."""
     plain = config(
         exporter={
+            "endpoint": "jaeger:4318",
             "protocol": "http",
             "insecure": True,
             "http_path": "/otlp/v1/traces",
@@ -901,7 +902,9 @@ def test_http_exporter_settings_from_config() -> None:
         "none",
         2.0,
     )
-    secure = HttpExporterSettings.from_config(config(exporter={"protocol": "http"}).exporter)
+    secure = HttpExporterSettings.from_config(
+        config(exporter={"endpoint": "jaeger:4318", "protocol": "http"}).exporter
+    )
     assert secure.url == "https://jaeger:4318/v1/traces"
 
 

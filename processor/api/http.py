@@ -1,4 +1,4 @@
-"""HTTP front end: POST /v1/sessions, health probes and Prometheus /metrics."""
+"""HTTP front end: POST /v1/sessions, webhooks, health probes and (unless apart) /metrics."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from processor.api.intake import SessionIntake, TokenAuth
+from processor.api.telemetry import Telemetry
 from processor.api.validate import parse_json_body
 from processor.api.webhooks import ROUTE as WEBHOOK_ROUTE
 from processor.api.webhooks import OpenWebUIWebhook
@@ -65,6 +65,8 @@ class HttpApi:
         max_body_bytes: int,
         ready: Callable[[], bool],
         identity_ready: Callable[[], bool] | None = None,
+        metrics_auth: TokenAuth | None = None,
+        serve_metrics: bool = True,
         webhook: OpenWebUIWebhook | None = None,
         rate_limiter: RateLimiter | None = None,
         on_limited: Callable[[str], None] | None = None,
@@ -72,8 +74,7 @@ class HttpApi:
         self._intake = intake
         self._auth = auth
         self._metrics = metrics
-        self._ready = ready
-        self._identity_ready = identity_ready or ready
+        telemetry = Telemetry(metrics, ready, identity_ready or ready, metrics_auth)
         self._max_body = max_body_bytes
         self._limiter = rate_limiter
         self._on_limited = on_limited
@@ -81,10 +82,9 @@ class HttpApi:
         if rate_limiter is not None:
             middlewares.append(self._rate_limit_middleware)
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
-        self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/readyz", self._readyz)
-        self.app.router.add_get("/readyz/identity", self._readyz_identity)
-        self.app.router.add_get("/metrics", self._metrics_handler)
+        telemetry.add_health(self.app)
+        if serve_metrics:
+            telemetry.add_metrics(self.app)
         if intake is not None:
             self.app.router.add_post("/v1/sessions", self._push_sessions)
         if webhook is not None:
@@ -143,28 +143,6 @@ class HttpApi:
 
     def _reject(self, reason: str) -> None:
         self._metrics.session_push_rejected.add(("http", reason))
-
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, _: web.Request) -> web.Response:
-        if self._ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
-
-    async def _readyz_identity(self, _: web.Request) -> web.Response:
-        """Whether identity is current: 503 while the shared session store is unreachable.
-
-        Spans keep flowing meanwhile (``/readyz`` stays 200), attributed from the
-        replica's own copy of the sessions.
-        """
-        if self._identity_ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "session store unreachable"}, status=503)
-
-    async def _metrics_handler(self, _: web.Request) -> web.Response:
-        body = self._metrics.scrape()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _limited_route(request: web.Request) -> str | None:
