@@ -902,6 +902,14 @@ class CorrelationConfig(_Frozen):
     # matches a request event.
     request_window: PositiveDuration = 5.0
     clock_skew: NonNegativeDuration = 0.5
+    # Learn each address's real event -> span lag from the traffic and match by
+    # it (always inside the window above) once this many spans show it; false:
+    # the configured window always decides.
+    learn_lag: StrictBool = True
+    lag_min_samples: Annotated[int, Field(strict=True, ge=10, le=100_000)] = 30
+    # An address with no new evidence for this long of span time falls back to
+    # the configured window.
+    lag_stale_after: Annotated[Duration, Field(ge=60, le=86_400)] = 900.0
     # How long a span without exact identity waits for its trace's identity or a
     # matching event; 0 disables holding.
     hold: NonNegativeDuration = 6.0

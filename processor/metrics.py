@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -148,6 +148,33 @@ class Gauge:
         return GaugeMetricFamily(self.name, self.doc, value=self.value())
 
 
+class LabelledGauges:
+    """Gauges with labels, all read from one function at scrape time."""
+
+    __slots__ = ("_function", "doc", "labels", "name")
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name = f"{_NS}_{name}"
+        self.doc = doc
+        self.labels = list(labels)
+        self._function: Callable[[], Mapping[tuple[str, ...], float]] = dict
+
+    def set_function(self, function: Callable[[], Mapping[tuple[str, ...], float]]) -> None:
+        """Read every series (label values -> value) from ``function`` when collected."""
+        self._function = function
+
+    def value(self, key: tuple[str, ...]) -> float:
+        """One series' current value (0 when absent)."""
+        return float(self._function().get(key, 0.0))
+
+    def family(self, scrape: bool) -> Metric:
+        """The exposition of every series."""
+        family = GaugeMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in self._function().items():
+            family.add_metric(list(key), float(value))
+        return family
+
+
 class Histogram:
     """A histogram with fixed bucket bounds (cumulative counts in the exposition)."""
 
@@ -183,7 +210,7 @@ def _bound(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(bound)
 
 
-Family = Counter | Gauge | Histogram
+Family = Counter | Gauge | LabelledGauges | Histogram
 
 
 class _View(Collector):
@@ -220,7 +247,8 @@ class Metrics:
 
     def families(self) -> list[Family]:
         """Every declared metric, in declaration order."""
-        return [v for v in vars(self).values() if isinstance(v, Counter | Gauge | Histogram)]
+        kinds = Counter | Gauge | LabelledGauges | Histogram
+        return [v for v in vars(self).values() if isinstance(v, kinds)]
 
     def scrape(self) -> bytes:
         """The text exposition ``/metrics`` serves (process metrics included)."""
@@ -312,6 +340,17 @@ class Metrics:
 
     def _declare_identity(self) -> None:
         self.trace_identities = Gauge("trace_identities", "Traces whose user is known")
+        self.learned_lag = LabelledGauges(
+            "learned_lag_seconds",
+            "Learned event -> span lag per identity-source address (median and 99th percentile)",
+            ["address", "quantile"],
+        )
+        self.learned_lag_samples = LabelledGauges(
+            "learned_lag_samples",
+            "Spans whose true event the learned lag rests on, per address (decayed); "
+            "an address is absent while the configured window applies",
+            ["address"],
+        )
         self.sessions_active = Gauge("sessions_active", "Sessions held in the session store")
         self.sessions_pushed = Counter(
             "sessions_pushed",

@@ -39,6 +39,7 @@ from processor.config import Config, TlsConfig, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
+from processor.correlate.lag import LagLearner, Window
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
@@ -183,6 +184,12 @@ class Service:
             m.spool_capacity_bytes.set(queue.max_spool_bytes)
         m.sessions_active.set_function(lambda: len(self.store))
         m.trace_identities.set_function(lambda: len(self.traces))
+        lags = self.correlator.lags
+        if lags is not None:
+            m.learned_lag.set_function(lambda: _lag_quantiles(lags, self._clock_ns()))
+            m.learned_lag_samples.set_function(
+                lambda: {(ip,): s.samples for ip, s in lags.summaries(self._clock_ns()).items()}
+            )
         # The in-memory store is always usable; Redis reports its state as it changes.
         m.store_connected.set(1 if self.share is None else 0)
 
@@ -484,9 +491,17 @@ def build_correlator(
         hold_ns=int(c.hold * _NS),
         hasher=_hasher(config),
     )
-    resolver = Resolver(
-        window_ns=int(c.request_window * _NS), skew_ns=int(c.clock_skew * _NS), policy=c.ambiguous
+    window_ns, skew_ns = int(c.request_window * _NS), int(c.clock_skew * _NS)
+    lags = (
+        LagLearner(
+            Window(-skew_ns, window_ns),
+            min_samples=c.lag_min_samples,
+            stale_ns=int(c.lag_stale_after * _NS),
+        )
+        if c.learn_lag
+        else None
     )
+    resolver = Resolver(window_ns=window_ns, skew_ns=skew_ns, policy=c.ambiguous, lags=lags)
     prices = {
         model: Price(p.input_per_million, p.output_per_million)
         for model, p in config.usage.prices.items()
@@ -535,6 +550,15 @@ async def _listen(runner: web.AppRunner, endpoint: str, tls: TlsConfig) -> str:
         raise
     bound: int = runner.addresses[0][1]
     return _join(host, bound)
+
+
+def _lag_quantiles(lags: LagLearner, now_ns: int) -> dict[tuple[str, ...], float]:
+    """The learned lag's median and 99th percentile per address, in seconds."""
+    out: dict[tuple[str, ...], float] = {}
+    for ip, summary in lags.summaries(now_ns).items():
+        out[(ip, "0.5")] = summary.p50_ns / _NS
+        out[(ip, "0.99")] = summary.p99_ns / _NS
+    return out
 
 
 def _join(host: str, port: int) -> str:

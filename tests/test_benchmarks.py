@@ -41,3 +41,10 @@ def test_redis_share_benchmark_runs() -> None:
     result = run_module("benchmarks.redis_share", "--events", "50")
     assert result.returncode == 0, result.stderr
     assert "propagation" in result.stdout and "round trip" in result.stdout
+
+
+def test_dense_attribution_benchmark_runs() -> None:
+    """The dense attribution benchmark prints precision, recall and the timing bound."""
+    result = run_module("benchmarks.attribution_dense", "--minutes", "1")
+    assert result.returncode in (0, 1), result.stderr
+    assert "recall/bound" in result.stdout and "request 5-80ms" in result.stdout

@@ -24,6 +24,7 @@ from processor.correlate.columns import ColumnReader, Columns
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldSpan, HoldBuffer
 from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder, EmailHasher
+from processor.correlate.lag import LagLearner
 from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
@@ -144,6 +145,11 @@ class Correlator:
         wanted = [*rules.address_keys, *rules.model_keys, *(USAGE_KEYS if usage else ())]
         self._column_reader = ColumnReader(wanted, reader.keys)
         self._batch = BatchPath(self, rules, resolver, usage)
+
+    @property
+    def lags(self) -> LagLearner | None:
+        """The learner of each address's event -> span lag (None when learning is off)."""
+        return self._resolver.lags
 
     @property
     def held(self) -> int:

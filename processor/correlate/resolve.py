@@ -13,11 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from processor.correlate.lag import LagLearner, Window
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
 from processor.sessions.store import SessionLookup
 
 AmbiguityPolicy = Literal["skip", "nearest", "candidates"]
+# Spans of one batch and address that train the lag learner at most (evenly spread).
+_LEARN_PER_BATCH = 32
 # Per-batch memo of long-session decisions: ip -> (valid from, valid until, decision).
 Memo = dict[str, tuple[int, int, "Attribution | None"]]
 
@@ -51,10 +54,27 @@ def same_model(event_model: str, span_model: str) -> bool:
 class Resolver:
     """Session and directory links, with the ambiguity policy; built once from config."""
 
-    def __init__(self, *, window_ns: int, skew_ns: int, policy: AmbiguityPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        window_ns: int,
+        skew_ns: int,
+        policy: AmbiguityPolicy,
+        lags: LagLearner | None = None,
+    ) -> None:
         self._window_ns = window_ns
         self._skew_ns = skew_ns
         self._policy = policy
+        # Learns each address's real lag from spans with events in the configured
+        # window; until it is confident the configured window decides.
+        self.lags = lags
+
+    def _window(self, ip: str, t_ns: int) -> Window | None:
+        """The learned window at ``ip``, or None where the configured one applies."""
+        if self.lags is None:
+            return None
+        window = self.lags.window(ip, t_ns)
+        return window if window.learned else None
 
     def resolve(
         self, facts: SpanFacts, sessions: SessionLookup, directory: Directory
@@ -107,11 +127,23 @@ class Resolver:
         window, skew = self._window_ns, self._skew_ns
         events = sessions.events_near(ip, min(times) - window, max(times) + skew)
         at = [e.start_ns for e in events]
+        # Each span's candidates: the events in the learned window, else (none
+        # there, or nothing learned) those in the configured window.
+        narrow: tuple[int, int] | None = None
+        if self.lags is not None:
+            self._learn_at(ip, times, at)
+            learned = self._window(ip, max(times))
+            if learned is not None:
+                narrow = learned.hi_ns, -learned.lo_ns
         shared: dict[tuple[int, int, str], Attribution | _Open | None] = {}
         memo: Memo = {}
         out: list[Attribution | None] = []
         for t, model in zip(times, models, strict=True):
             key = (bisect_left(at, t - window), bisect_right(at, t + skew), model)
+            if narrow is not None:
+                lo, hi = bisect_left(at, t - narrow[0]), bisect_right(at, t + narrow[1])
+                if lo < hi:
+                    key = (lo, hi, model)
             decision = shared.get(key, _UNSEEN)
             if decision is _UNSEEN:
                 decision = shared[key] = self._shared(events[key[0] : key[1]], model)
@@ -122,7 +154,13 @@ class Resolver:
                 else:
                     out.append(self.by_address(ip, t, sessions, directory, memo))
             elif decision is _PER_SPAN:
-                out.append(self.resolve(SpanFacts(ip, t, model), sessions, directory))
+                facts = SpanFacts(ip, t, model)
+                found = self._by_events(facts, sessions, learn=False)
+                if found is None:
+                    found = self._by_sessions(facts, sessions) or self._by_directory(
+                        facts, directory
+                    )
+                out.append(found)
             else:
                 out.append(decision)  # type: ignore[arg-type]
         return out
@@ -138,27 +176,51 @@ class Resolver:
             return _PER_SPAN
         return Attribution(users[0], SESSION, HIGH)
 
-    def _event_candidates(self, facts: SpanFacts, sessions: SessionLookup) -> list[Session]:
+    def _event_candidates(
+        self, facts: SpanFacts, sessions: SessionLookup, *, learn: bool = True
+    ) -> list[Session]:
         """Request events the span may answer, nearest first, after model narrowing.
 
-        A span starting at S answers an event at T when T - skew <= S <= T + window.
-        Events naming a different model than the span are ruled out; events
-        without a model stay in.
+        A span starting at S answers an event at T when T - skew <= S <= T + window
+        (the configured window), or, once the address's lag is learned, when S - T
+        lies in the learned window. Events naming a different model than the span
+        are ruled out; events without a model stay in. With ``learn`` the span's
+        offsets to the events in the configured window train the learner.
         """
-        assert facts.ip is not None
+        ip = facts.ip
+        assert ip is not None
         start = facts.start_ns
-        events = sessions.events_near(facts.ip, start - self._window_ns, start + self._skew_ns)
+        events = sessions.events_near(ip, start - self._window_ns, start + self._skew_ns)
         if facts.model:
             events = [e for e in events if not e.model or same_model(e.model, facts.model)]
+        if self.lags is not None:
+            if learn:
+                self.lags.observe(ip, start, [e.start_ns for e in events])
+            learned = self._window(ip, start)
+            if learned is not None:
+                # No event in the learned window: the configured one decides, as
+                # before anything was learned (the true event may lie in a tail).
+                inside = [e for e in events if learned.covers(start - e.start_ns)]
+                events = inside or events
         events.sort(key=lambda e: abs(start - e.start_ns))
         return events
 
-    def _by_events(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
+    def _by_events(
+        self, facts: SpanFacts, sessions: SessionLookup, *, learn: bool = True
+    ) -> Attribution | None:
         assert facts.ip is not None
         if not sessions.has_events(facts.ip):
             return None
-        users = _distinct(e.user for e in self._event_candidates(facts, sessions))
+        users = _distinct(e.user for e in self._event_candidates(facts, sessions, learn=learn))
         return self._decide(users)
+
+    def _learn_at(self, ip: str, times: Sequence[int], at: Sequence[int]) -> None:
+        """Train the learner with a batch's spans at ``ip`` (at most _LEARN_PER_BATCH)."""
+        assert self.lags is not None
+        window, skew = self._window_ns, self._skew_ns
+        step = max(1, len(times) // _LEARN_PER_BATCH)
+        for t in times[::step]:
+            self.lags.observe(ip, t, at[bisect_left(at, t - window) : bisect_right(at, t + skew)])
 
     def _by_sessions(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
         assert facts.ip is not None
