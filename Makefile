@@ -62,6 +62,7 @@ bench-redis: $(STAMP)
 
 bench-attribution: $(STAMP)
 	$(BIN)/python -m benchmarks.attribution
+	$(BIN)/python -m benchmarks.attribution_dense
 
 # Regenerate the session API's Python code after editing proto/.
 proto: $(STAMP)

@@ -1023,6 +1023,12 @@ class UsageConfig(_Frozen):
     # Model (as the gateway names it, case-insensitive) -> price, used when the
     # gateway did not price a call (no agw.ai.usage.cost.total).
     prices: dict[AttributeName, PriceConfig] = Field(default_factory=dict)
+    # What the per-user metrics are labelled by (what /metrics tells its readers):
+    # email (readable; the id when a user has no email), id (Open WebUI's user id,
+    # never an email) or hash (keyed hash of the email; needs identity.hash_key).
+    # Independent of what is written on spans; identity.hash_emails makes email
+    # behave as hash.
+    user_label: Literal["email", "id", "hash"] = "email"
 
 
 METRICS_TOKEN_ENV_VAR = "USER_ENRICHER_METRICS_TOKEN"
@@ -1078,6 +1084,22 @@ class Config(_Frozen):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _label_key(self) -> Self:
+        """Hashed metric labels need the hash key."""
+        if self.usage.user_label == "hash" and self.identity.hash_key is None:
+            raise _field_problems(
+                "UsageConfig",
+                [
+                    (
+                        "usage.user_label",
+                        "hash needs identity.hash_key (or hash_key_file, or "
+                        f"{HASH_KEY_ENV_VAR})",
+                    )
+                ],
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- loading

@@ -123,7 +123,9 @@ class Service:
             on_learned=self.share.trace if self.share is not None else None,
             user_labels=UserLabels(
                 config.usage.max_users,
-                hasher=_hasher(config),
+                mode=config.usage.user_label,
+                hasher=_label_hasher(config),
+                hide_emails=config.identity.hash_emails,
                 team_of=lambda user: self.correlator.directory.team_of(user),
             )
             if config.usage.enabled
@@ -522,6 +524,12 @@ def _hasher(config: Config) -> EmailHasher | None:
     if not identity.hash_emails or identity.hash_key is None:
         return None
     return EmailHasher(identity.hash_key.get_secret_value().encode())
+
+
+def _label_hasher(config: Config) -> EmailHasher | None:
+    """The keyed hash for metric labels: identity.hash_key whenever one is set."""
+    key = config.identity.hash_key
+    return EmailHasher(key.get_secret_value().encode()) if key is not None else None
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from processor.correlate.identity import EmailHasher
 from processor.correlate.memo import Computed
@@ -11,24 +12,32 @@ from processor.model import User
 UNKNOWN = "unknown"  # spans nobody could be attributed to
 OTHER = "other"  # users past the cap
 NO_TEAM = "none"
+NO_ID = "no-id"  # user_label id, for a user known only by email and no hash key
 _HASHED_LIMIT = 65_536
+LabelMode = Literal["email", "id", "hash"]
 
 
 class UserLabels:
     """Gives the first ``max_users`` distinct users their own label, the rest ``other``.
 
-    With ``hasher`` (identity.hash_emails) the label is the email's hash, or the id,
-    so no address reaches the metrics either.
+    ``mode`` is ``usage.user_label``: ``email`` (the email, else the id), ``id``
+    (the id; a user without one gets the email's hash, or ``no-id`` without a
+    ``hasher``) or ``hash`` (the email's keyed hash, else the id). An email never
+    becomes a label in ``id`` or ``hash`` mode, nor in ``email`` mode when
+    ``hide_emails`` (identity.hash_emails keeps emails out of everything).
     """
 
     def __init__(
         self,
         max_users: int,
         *,
+        mode: LabelMode = "email",
         hasher: EmailHasher | None = None,
+        hide_emails: bool = False,
         team_of: Callable[[User], str] | None = None,
     ) -> None:
         self._max = max_users
+        self._mode: LabelMode = "hash" if mode == "email" and hide_emails else mode
         self._team_of = team_of or (lambda user: user.team)
         self._known: dict[str, str] = {}
         # email -> its keyed hash (one HMAC per user)
@@ -49,6 +58,10 @@ class UserLabels:
         return label, team
 
     def _label(self, user: User) -> str:
-        if self._hashed is not None:
-            return self._hashed[user.email] if user.email else user.id
-        return user.email or user.id
+        if self._mode == "email":
+            return user.email or user.id
+        if self._mode == "id" and user.id:
+            return user.id
+        if self._hashed is not None and user.email:
+            return self._hashed[user.email]
+        return user.id or NO_ID

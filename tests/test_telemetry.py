@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
-from conftest import TOKEN, service_config
+from conftest import TOKEN, Clock, service_config
+from correlation_kit import MIKE, MS, event, gateway_span, request_of
+from fault_kit import EXPORT
+from test_usage import llm_attrs
 
+from processor.config import parse_config
+from processor.correlate.identity import EmailHasher
+from processor.errors import ConfigError
 from processor.service import Service
 from processor.sink import TraceSink
 
@@ -89,3 +97,79 @@ async def test_shutdown_closes_the_telemetry_listener(sink: TraceSink) -> None:
     await service.shutdown(grace_s=1.0)
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(address, "/healthz")
+
+
+# --------------------------------------------------------------------------- usage.user_label
+
+HASH_KEY = "hash-key-0123456789abcdef"
+
+
+async def scrape_after_one_call(
+    sink: TraceSink, clock: Clock, usage: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str, str]:
+    """One attributed LLM call by Mike; /metrics, /readyz and the logs, as text."""
+    config = service_config(
+        sink.endpoint,
+        usage=usage,
+        identity={"hash_key": HASH_KEY},
+        telemetry={"endpoint": "127.0.0.1:0"},
+        logging={"level": "debug", "format": "json"},
+    )
+    service = Service(config, clock_ns=clock)
+    await service.start()
+    try:
+        service.store.add(event(MIKE, clock.now_ns - 300 * MS))
+        request = request_of(gateway_span(trace=1, start=clock.now_ns, extra=llm_attrs()))
+        async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:
+            call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+            await call(request.SerializeToString(), timeout=10)
+        await sink.wait_for_spans(1)
+        metrics = (await get(service.addresses.telemetry, "/metrics"))[1]
+        health = (await get(service.addresses.telemetry, "/readyz"))[1]
+    finally:
+        await service.shutdown(grace_s=1.0)
+    captured = capsys.readouterr()
+    return metrics, health, captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("mode", "label"),
+    [
+        ("email", MIKE.email),
+        ("id", MIKE.id),
+        ("hash", EmailHasher(HASH_KEY.encode())(MIKE.email)),
+    ],
+)
+async def test_each_user_label_on_a_real_scrape(
+    sink: TraceSink, clock: Clock, capsys: pytest.CaptureFixture[str], mode: str, label: str
+) -> None:
+    """The usage series carry the chosen label; with id or hash no email is anywhere."""
+    metrics, health, logs = await scrape_after_one_call(sink, clock, {"user_label": mode}, capsys)
+    assert f'user="{label}"' in metrics
+    if mode != "email":
+        for text in (metrics, health, logs):
+            assert MIKE.email not in text
+            assert "example.com" not in text
+    # What lands on the span is unchanged: Jaeger still gets the email.
+    assert any(
+        kv.key == "user.email" and kv.value.string_value == MIKE.email
+        for span in sink.spans()
+        for kv in span.attributes
+    )
+
+
+def test_hashed_labels_need_the_key() -> None:
+    """``user_label: hash`` without identity.hash_key is a config error naming both."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "exporter": {"endpoint": "j:4317"},
+                "api": {"enabled": False},
+                "usage": {"user_label": "hash"},
+            },
+            base_dir=Path.cwd(),
+            env={},
+        )
+    assert str(caught.value.problems[0]).startswith(
+        "usage.user_label: hash needs identity.hash_key"
+    )

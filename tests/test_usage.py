@@ -75,8 +75,15 @@ def test_user_labels_cap_and_hash() -> None:
     assert labels(User(id="carl")) == (OTHER, "none")
     assert labels(MIKE) == (MIKE.email, "research")
     assert labels(None) == (UNKNOWN, "none")
-    hashed = UserLabels(5, hasher=EmailHasher(b"k" * 16))
-    assert hashed(MIKE)[0] == EmailHasher(b"k" * 16)(MIKE.email)
+    hasher = EmailHasher(b"k" * 16)
+    hashed = UserLabels(5, mode="hash", hasher=hasher)
+    assert hashed(MIKE)[0] == hasher(MIKE.email)
+    hidden = UserLabels(5, hasher=hasher, hide_emails=True)  # identity.hash_emails
+    assert hidden(MIKE)[0] == hasher(MIKE.email)
+    by_id = UserLabels(5, mode="id", hasher=hasher)
+    assert by_id(MIKE)[0] == MIKE.id
+    assert by_id(User(email="x@example.com"))[0] == hasher("x@example.com")
+    assert UserLabels(5, mode="id")(User(email="x@example.com"))[0] == "no-id"
 
 
 async def test_usage_metrics_by_user(sink: TraceSink, clock: Clock) -> None:
