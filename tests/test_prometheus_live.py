@@ -276,14 +276,16 @@ class Prometheus:
         return {a["labels"]["alertname"] for a in body["data"]["alerts"] if a["state"] == "firing"}
 
 
-def prometheus_config(target: str) -> dict[str, Any]:
-    """Scrape ``target`` every second and evaluate the shipped rules every second."""
+def prometheus_config(target: str, jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Scrape ``target`` every second and evaluate the shipped rules every second.
+
+    ``jobs`` replaces the one plain scrape job (their targets as given).
+    """
+    plain = [{"job_name": "user-enricher", "static_configs": [{"targets": [target]}]}]
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["alerts.yml"],
-        "scrape_configs": [
-            {"job_name": "user-enricher", "static_configs": [{"targets": [target]}]}
-        ],
+        "scrape_configs": plain if jobs is None else jobs,
     }
 
 
@@ -293,10 +295,10 @@ async def prometheus_for(tmp_path: Path) -> AsyncIterator[Any]:
     processes: list[asyncio.subprocess.Process] = []
     clients: list[aiohttp.ClientSession] = []
 
-    async def start(target: str) -> Prometheus:
+    async def start(target: str, jobs: list[dict[str, Any]] | None = None) -> Prometheus:
         shutil.copy(GRAFANA / "alerts.yml", tmp_path / "alerts.yml")
         config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump(prometheus_config(target)))
+        config.write_text(yaml.safe_dump(prometheus_config(target, jobs)))
         port = free_port()
         assert PROMETHEUS is not None
         with (tmp_path / "prometheus.log").open("wb") as log:
@@ -482,3 +484,33 @@ async def _equals(prometheus: Prometheus, expr: str, value: float) -> bool:
 
 async def _firing(prometheus: Prometheus, alert: str) -> bool:
     return alert in await prometheus.firing()
+
+
+async def test_prometheus_scrapes_a_token_protected_telemetry_listener(
+    sink: TraceSink, tmp_path: Path, prometheus_for: Any
+) -> None:
+    """With telemetry.token, Prometheus with ``credentials_file`` scrapes; without it, 401."""
+    secret = "scrape-token-0123456789"
+    (tmp_path / "metrics-token").write_text(secret + "\n")
+    config = service_config(sink.endpoint, telemetry={"endpoint": "127.0.0.1:0", "token": secret})
+    service = Service(config)
+    await service.start()
+    try:
+        target = service.addresses.telemetry
+        assert target is not None
+        jobs = [
+            {
+                "job_name": "with-token",
+                "authorization": {"credentials_file": str(tmp_path / "metrics-token")},
+                "static_configs": [{"targets": [target]}],
+            },
+            {"job_name": "without-token", "static_configs": [{"targets": [target]}]},
+            {"job_name": "api-port", "static_configs": [{"targets": [service.addresses.http]}]},
+        ]
+        prometheus = await prometheus_for(target, jobs)
+        for job, value in (("with-token", 1.0), ("without-token", 0.0), ("api-port", 0.0)):
+            await until(partial(_equals, prometheus, f'up{{job="{job}"}}', value))
+        received = 'user_enricher_spans_received_total{job="with-token"}'
+        assert await prometheus.value(received) == 0.0
+    finally:
+        await service.shutdown(grace_s=1.0)
