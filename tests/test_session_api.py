@@ -357,6 +357,41 @@ async def test_grpc_many_invalid_sessions_is_still_invalid_argument(service: Ser
     await assert_rejected_cleanly(service)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x02\x12\x80", b"\x08" + b"\x80" * 11],
+    ids=["garbage", "truncated", "bad-utf8-or-wire", "overlong-varint"],
+)
+async def test_grpc_undecodable_bytes_are_invalid_argument(
+    service: Service, payload: bytes
+) -> None:
+    """Bytes that are not a PushSessionsRequest get INVALID_ARGUMENT, never UNKNOWN."""
+    async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:
+        call = channel.unary_unary(PUSH_METHOD, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(payload, metadata=(("authorization", AUTH),))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "PushSessionsRequest" in (caught.value.details() or "")
+    await assert_rejected_cleanly(service)
+
+
+async def test_grpc_two_authorization_entries_are_unauthenticated(service: Service) -> None:
+    """Two ``authorization`` entries are refused even if one is right (as on the receiver)."""
+    async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:
+        call = channel.unary_unary(
+            PUSH_METHOD,
+            request_serializer=pb.PushSessionsRequest.SerializeToString,
+            response_deserializer=pb.PushSessionsResponse.FromString,
+        )
+        for metadata in (
+            (("authorization", "Bearer wrong"), ("authorization", AUTH)),
+            (("authorization", AUTH), ("authorization", "Bearer wrong")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(grpc_request(session()), metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_grpc_health_reports_serving(service: Service) -> None:
     """The standard gRPC health service reports SERVING for the server and the API."""
     async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:

@@ -1,8 +1,15 @@
-"""gRPC front end of the session API: user_enricher.v1.SessionService."""
+"""gRPC front end of the session API: user_enricher.v1.SessionService.
+
+Like the OTLP Export handler, it takes raw bytes and decodes them itself: with a
+registered deserializer grpcio answers UNKNOWN ("Unexpected DecodeError") to bytes
+that are not a ``PushSessionsRequest``, where the client made the mistake and
+must hear INVALID_ARGUMENT.
+"""
 
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.api.intake import SessionIntake, TokenAuth
@@ -24,25 +31,45 @@ class SessionServicer:
         """The generic handler to register on a ``grpc.aio`` server."""
         method = grpc.unary_unary_rpc_method_handler(
             self.push_sessions,
-            request_deserializer=pb.PushSessionsRequest.FromString,
+            request_deserializer=None,
             response_serializer=pb.PushSessionsResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {"PushSessions": method})
 
     async def push_sessions(
-        self, request: pb.PushSessionsRequest, context: grpc.aio.ServicerContext
+        self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> pb.PushSessionsResponse:
         """Store the pushed sessions, all or none."""
-        metadata = dict(context.invocation_metadata() or ())
-        if not self._auth.allows(metadata.get("authorization")):
+        if not self._authorized(context.invocation_metadata()):
             self._reject("unauthenticated")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        try:
+            request = pb.PushSessionsRequest.FromString(raw)
+        except DecodeError as exc:
+            self._reject("invalid")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"payload is not a PushSessionsRequest: {exc}"
+            )
         try:
             accepted = self._intake.push(request, via="grpc")
         except InvalidInput as exc:
             self._reject("invalid")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(exc))
         return pb.PushSessionsResponse(accepted=accepted)
+
+    def _authorized(self, metadata: grpc.aio.Metadata | None) -> bool:
+        """Exactly one ``authorization`` entry, carrying the token.
+
+        Two entries are refused, as on the OTLP receiver: which one a proxy in
+        front of us honoured cannot be known.
+        """
+        values = [value for key, value in metadata or () if key.lower() == "authorization"]
+        if len(values) != 1:
+            return False
+        value = values[0]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "surrogateescape")
+        return self._auth.allows(value)
 
     def _reject(self, reason: str) -> None:
         self._metrics.session_push_rejected.add(("grpc", reason))
