@@ -6,12 +6,13 @@ import asyncio
 import copy
 import logging
 import socket
+import time
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, Clock
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -23,6 +24,15 @@ OPENWEBUI_IP = "172.18.0.5"
 ALL_TIME = (0, 2**63)
 LOGGER = "user_enricher_filter"
 USER = {"id": "u-1", "email": "mike.chen@example.com", "name": "Mike Chen", "role": "user"}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The filter stamps events with the wall clock, so the service's clock starts there.
+
+    (Sessions more than 7 days from the service's now are refused.)
+    """
+    return Clock(time.time_ns())
 
 
 def load_module() -> types.ModuleType:

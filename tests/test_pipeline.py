@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from conftest import TOKEN, push_sessions
+from conftest import TOKEN, Clock, push_sessions
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -84,8 +84,11 @@ async def raw_export(endpoint: str, payload: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("gzip", [False, True])
-async def test_sdk_spans_arrive_enriched(service: Service, sink: TraceSink, gzip: bool) -> None:
+async def test_sdk_spans_arrive_enriched(
+    service: Service, sink: TraceSink, clock: Clock, gzip: bool
+) -> None:
     """Sessions pushed over HTTP and gRPC attribute the SDK's spans; the sink gets each once."""
+    clock.now_ns = int(START.timestamp()) * 1_000_000_000  # sessions start within a week of now
     await push_sessions(
         service,
         {

@@ -163,13 +163,13 @@ async def test_http_single_session_is_stored(service: Service, clock: Clock) -> 
 async def test_http_batch_is_stored(service: Service, clock: Clock) -> None:
     """A ``{"sessions": [...]}`` batch stores every session, normalising addresses."""
     batch = {
-        "sessions": [session("10.0.0.1"), session("::ffff:10.0.0.2", start="2026-01-01T00:00:00Z")]
+        "sessions": [session("10.0.0.1"), session("::ffff:10.0.0.2", start="2026-11-15T00:00:00Z")]
     }
     reply = await push(service, batch, content_type="application/json; charset=utf-8")
     assert (reply.status, reply.json()) == (200, {"accepted": 2})
     assert len(service.store) == 2
     assert service.store.users_at("10.0.0.1", clock.now_ns).users != ()
-    assert service.store.users_at("10.0.0.2", 1_767_225_600 * S).users != ()
+    assert service.store.users_at("10.0.0.2", 1_794_700_800 * S).users != ()
 
 
 async def test_http_body_of_exactly_the_limit_is_accepted(service: Service) -> None:

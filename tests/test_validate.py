@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.api.intake import TokenAuth
@@ -404,3 +405,25 @@ def test_single_bad_session_rejects_the_whole_batch() -> None:
 def test_token_auth(header: str | None, allowed: bool) -> None:
     """The scheme is case-insensitive; the token must match exactly; odd bytes never raise."""
     assert TokenAuth("s3cret-token").allows(header) is allowed
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2020-01-01T00:00:00Z"],
+    ids=["year-1", "year-9999", "years-ago"],
+)
+def test_a_start_far_from_now_is_refused(start: str) -> None:
+    """Sessions and events start within 7 days of the service's now, or are refused."""
+    assert ("start", "must be within 7 days of now") in problems_of(
+        session_msg(start=start, kind="request")
+    )
+
+
+def test_a_start_within_a_week_is_kept() -> None:
+    """Six days either side is still accepted."""
+    for days in (-6, 6):
+        at = NOW_NS + days * 86_400 * 1_000_000_000
+        stamp = Timestamp()
+        stamp.FromNanoseconds(at)
+        [session] = convert(session_msg(start=stamp.ToJsonString(), kind="request"))
+        assert session.start_ns == at

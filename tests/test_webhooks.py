@@ -76,6 +76,13 @@ def event(name: str, data: dict[str, Any] | None = None, **extra: Any) -> dict[s
         (event("message.created", actor=None), Ignore("no_actor")),
         (event("message.created", actor={"name": "anonymous"}), Ignore("no_actor")),
         (event("message.created", created_at=NOW_S - 3600), Ignore("stale")),
+        (event("message.created", created_at=float("nan")), Ignore("stale")),
+        (event("message.created", created_at=float("inf")), Ignore("stale")),
+        (
+            event("message.created", actor={"id": "u-1", "email": "not an email"}),
+            Store(Session("172.18.0.5", User(id="u-1"), NOW, NOW, kind="request")),
+        ),
+        (event("message.created", actor={"email": "mike"}), Ignore("no_actor")),
     ],
     ids=[
         "message.created",
@@ -88,6 +95,10 @@ def event(name: str, data: dict[str, Any] | None = None, **extra: Any) -> dict[s
         "no-actor",
         "actor-without-id",
         "stale",
+        "nan-created-at",
+        "infinite-created-at",
+        "non-email-dropped",
+        "only-a-non-email",
     ],
 )
 def test_interpret(payload: dict[str, Any], expected: object) -> None:
@@ -158,6 +169,23 @@ async def test_odd_bodies_store_nothing(
     """Unknown and legacy events are accepted and ignored; bad bodies are refused."""
     got, _ = await post(hooked, body)
     assert got == status
+    assert len(hooked.store) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_json_by_its_type_is_refused(
+    hooked: Service, content_type: str
+) -> None:
+    """Only ``Content-Type: application/json`` is read (Open WebUI sends nothing else)."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"http://{hooked.addresses.http}/v1/webhooks/openwebui/{SECRET}",
+            data=json.dumps(event("message.created")).encode(),
+            headers={"Content-Type": content_type},
+        ) as reply,
+    ):
+        assert reply.status == 415
     assert len(hooked.store) == 0
 
 

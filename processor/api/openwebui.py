@@ -9,6 +9,8 @@ actor: {id, name, email, role, ...}, subject, data, message}``. Its legacy
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,18 +106,24 @@ def _stale(created: Any, now_ns: int) -> bool:
     """True when created_at (whole seconds) is too far from the receipt time."""
     if isinstance(created, bool) or not isinstance(created, int | float):
         return False
+    if isinstance(created, float) and not math.isfinite(created):
+        return True  # NaN or infinity says nothing about when: not usable as a time
     try:
         return abs(now_ns / _NS - created) > STALE_AFTER_S
     except OverflowError:  # an integer beyond any float: far from now
         return True
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def _actor(actor: Any) -> User | None:
     if not isinstance(actor, dict):
         return None
+    email = _text(actor.get("email"))
     user = User(
         id=_text(actor.get("id")),
-        email=_text(actor.get("email")),
+        email=email if _EMAIL.fullmatch(email) else "",  # never a non-address as an email
         name=_text(actor.get("name")),
         roles=(role,) if (role := _text(actor.get("role"))) else (),
     )

@@ -82,6 +82,8 @@ def _to_session(
     user = _user(m, problems)
     kind = _kind(m, problems)
     start_ns = m.start.ToNanoseconds() if m.HasField("start") else now_ns
+    if abs(start_ns - now_ns) > MAX_TTL_S * _NS:
+        problems.append(Problem("start", "must be within 7 days of now"))
     end_ns = start_ns if kind == "request" else _end(m, start_ns, default_ttl_s, problems)
     for name, value in (("model", m.model), ("chat_id", m.chat_id), ("message_id", m.message_id)):
         _check_text(name, value, problems)

@@ -43,6 +43,11 @@ class OpenWebUIWebhook:
         if not hmac.compare_digest(presented, self._secret):
             self._count("none", "wrong_secret")
             raise web.HTTPNotFound()
+        if request.content_type != "application/json":
+            self._count("none", "content_type")
+            return web.json_response(
+                {"error": "expected Content-Type: application/json"}, status=415
+            )
         body = await request.read()
         try:
             data = parse_body(body)
