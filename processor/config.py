@@ -1094,8 +1094,7 @@ class Config(_Frozen):
                 [
                     (
                         "usage.user_label",
-                        "hash needs identity.hash_key (or hash_key_file, or "
-                        f"{HASH_KEY_ENV_VAR})",
+                        f"hash needs identity.hash_key (or hash_key_file, or {HASH_KEY_ENV_VAR})",
                     )
                 ],
             )
