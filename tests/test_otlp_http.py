@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import shutil
 import ssl
 import subprocess
@@ -49,7 +50,14 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
-from processor.receive.http_trace import HttpTraceReceiver, build_app, build_runner
+from processor.receive.http_trace import (
+    MAX_GZIP_MEMBERS,
+    HttpTraceReceiver,
+    _decompress,
+    _Rejected,
+    build_app,
+    build_runner,
+)
 from processor.security import ReceiverAuth
 
 TOKEN = "receiver-token-0123456789"
@@ -933,3 +941,58 @@ def test_both_receivers_may_use_port_zero() -> None:
     """Port 0 on both receivers is fine: each gets its own free port."""
     cfg = config(receiver={"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"})
     assert cfg.receiver.http_endpoint == "127.0.0.1:0"
+
+
+# --------------------------------------------------------------------------- inflating
+
+
+def inflate(body: bytes, limit: int = 64 * 1024 * 1024) -> bytes:
+    """The receiver's gzip inflater on ``body``."""
+    return _decompress(body, 31, "gzip", limit)
+
+
+def test_members_spanning_chunk_boundaries_inflate_to_their_concatenation() -> None:
+    """Members of every size, cut anywhere by the inflater's chunks, join exactly."""
+    rng = random.Random(4)
+    parts = [rng.randbytes(rng.choice([0, 1, 700, 40_000, 100_000])) for _ in range(60)]
+    body = b"".join(gzip.compress(p, compresslevel=1) for p in parts)
+    assert inflate(body) == b"".join(parts)
+
+
+def test_up_to_the_member_cap_is_read_and_one_more_is_refused() -> None:
+    """MAX_GZIP_MEMBERS members are fine; one more is a client error, not work."""
+    member = gzip.compress(b"x")
+    assert inflate(member * MAX_GZIP_MEMBERS) == b"x" * MAX_GZIP_MEMBERS
+    with pytest.raises(_Rejected) as caught:
+        inflate(member * (MAX_GZIP_MEMBERS + 1))
+    assert caught.value.status == 400 and "gzip members" in caught.value.message
+
+
+def test_a_body_of_many_empty_members_is_refused_at_the_cap() -> None:
+    """200,000 empty members (4 MB, once 30 s of a core) stop at the member cap."""
+    with pytest.raises(_Rejected) as caught:
+        inflate(gzip.compress(b"") * 200_000)
+    assert "more than" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (gzip.compress(b"abc")[:-3], "truncated"),
+        (gzip.compress(b"abc") + b"junk", "cannot decompress gzip"),
+        (b"", "truncated"),
+    ],
+    ids=["truncated", "trailing-junk", "empty"],
+)
+def test_broken_gzip_is_a_client_error(body: bytes, fragment: str) -> None:
+    """Truncated or trailing-garbage bodies are refused with 400."""
+    with pytest.raises(_Rejected) as caught:
+        inflate(body)
+    assert caught.value.status == 400 and fragment in caught.value.message
+
+
+def test_the_output_limit_holds_across_members() -> None:
+    """The decompressed size is counted over every member together."""
+    with pytest.raises(_Rejected) as caught:
+        inflate(gzip.compress(b"a" * 600) * 2, limit=1000)
+    assert caught.value.status == 413

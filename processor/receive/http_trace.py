@@ -67,6 +67,9 @@ _PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
 # Content codings accepted, mapped to zlib's wbits (gzip framing, zlib framing).
 _CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 _IDENTITY = frozenset({"", "identity"})
+# Input fed to zlib at a time, and the most gzip members one body may hold.
+_INFLATE_CHUNK = 16 * 1024
+MAX_GZIP_MEMBERS = 1024
 # Bodies larger than this are decompressed and decoded in a worker thread so a
 # big request does not stall the event loop (and every other connection).
 OFFLOAD_BYTES = 256 * 1024
@@ -260,23 +263,40 @@ def _decode(body: bytes, encoding: Encoding, coding: str, limit: int) -> bytes:
 
 
 def _decompress(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
-    """Inflate ``body`` (one or more gzip members), refusing more than ``limit`` bytes."""
+    """Inflate ``body`` (one or more gzip members), refusing more than ``limit`` bytes.
+
+    Linear in the body: the input is fed in chunks, so what zlib copies at the end
+    of each member (its ``unused_data``) is at most one chunk, not the rest of the
+    body (which made many tiny members cost quadratic time). At most
+    ``MAX_GZIP_MEMBERS`` members are read; real exporters send one.
+    """
     out = bytearray()
-    data = body
-    while True:
+    view = memoryview(body)
+    pos = 0
+    pending = b""  # input left after the end of the previous member
+    chunk: bytes | memoryview
+    for _ in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(wbits)
-        try:
-            out += inflater.decompress(data, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise _corrupt(coding, str(exc)) from None
-        if len(out) > limit:
-            raise _too_large(limit, decompressed=True)
-        if not inflater.eof:
-            raise _corrupt(coding, "truncated stream")
-        data = inflater.unused_data
-        if not data or wbits != _CODINGS["gzip"]:
+        while not inflater.eof:
+            if pending:
+                chunk, pending = pending, b""
+            elif pos < len(view):
+                chunk = view[pos : pos + _INFLATE_CHUNK]
+                pos += len(chunk)
+            else:
+                raise _corrupt(coding, "truncated stream")
+            try:
+                out += inflater.decompress(chunk, limit + 1 - len(out))
+            except zlib.error as exc:
+                raise _corrupt(coding, str(exc)) from None
+            if len(out) > limit:
+                raise _too_large(limit, decompressed=True)
+        pending = inflater.unused_data
+        if wbits != _CODINGS["gzip"] or (not pending and pos >= len(view)):
             break
-    if data:
+    else:
+        raise _corrupt(coding, f"more than {MAX_GZIP_MEMBERS} gzip members")
+    if pending or pos < len(view):
         raise _corrupt(coding, "data after the end of the stream")
     return bytes(out)
 
