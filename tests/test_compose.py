@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,13 @@ from processor.config import (
     parse_config,
     split_endpoint,
 )
+from processor.errors import ConfigError
 
-COMPOSE_DIR = Path(__file__).parent.parent / "deploy" / "compose"
+ROOT = Path(__file__).parent.parent
+COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
+ENV_FILE = COMPOSE_DIR / ".env"  # provider API keys, read by Compose for ${...}
+TEMPLATE_SUFFIX = ".example"  # a secret file's committed template: <file>.example
 YAML_FILES = sorted([*COMPOSE_DIR.rglob("*.yaml"), *COMPOSE_DIR.rglob("*.yml")])
 
 # Service names the stack is wired by (the names are part of the documented set-up).
@@ -34,6 +40,22 @@ SECRETS_DIR = "/run/secrets/"  # where Compose mounts a service's secrets
 ALL_INTERFACES = {"0.0.0.0", "::"}
 URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 HTTP_URL = re.compile(r"https?://[^\s'\"]+")
+# What a committed placeholder says (the service refuses secrets containing these).
+PLACEHOLDER = re.compile(r"replace[-_ ]?me|change[-_ ]?me", re.IGNORECASE)
+# Secret-looking text: provider key formats, and long random-looking words (upper and
+# lower case and digits, or long hex), as `secrets.token_urlsafe` or `openssl rand` make.
+SECRET_LIKE = re.compile(
+    r"(?<![\w-])(?:sk-[A-Za-z0-9][\w-]{15,}"
+    r"|(?=[\w-]*[a-z])(?=[\w-]*[A-Z])(?=[\w-]*[0-9])[\w-]{20,}"
+    r"|[0-9a-fA-F]{32,})(?![\w-])"
+)
+# A value given to a key/token/secret/password name: `NAME=value` anywhere (shell,
+# .env), or `name: value` as a YAML key at the start of a line (not prose "secret: ...").
+_SECRET_NAME = r"[\w.-]*(?:key|token|secret|password)s?"
+_VALUE = r"[\"']?(?P<value>[^\s\"',;#]+)"
+SECRET_ASSIGNMENT = re.compile(
+    rf"(?im)(?:\b{_SECRET_NAME}=|^[ \t#-]*{_SECRET_NAME}[\"']?[ \t]*:[ \t]+){_VALUE}"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -157,6 +179,67 @@ def replace_strings(value: Any, replacements: Mapping[str, str]) -> Any:
     return value
 
 
+def secret_files(compose: Mapping[str, Any]) -> dict[str, Path]:
+    """Each file-based secret: name -> the host file (relative paths resolved)."""
+    return {
+        name: COMPOSE_DIR / str(mapping(spec)["file"])
+        for name, spec in mapping(compose.get("secrets")).items()
+    }
+
+
+def template_of(path: Path) -> Path:
+    """The committed template of a secret file."""
+    return path.with_name(path.name + TEMPLATE_SUFFIX)
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run git in the repository; skips the test outside a git work tree (an sdist)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not on PATH")
+    inside = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--is-inside-work-tree"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if inside.stdout.strip() != "true":
+        pytest.skip("not a git work tree")
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False, timeout=30
+    )
+
+
+def is_git_ignored(path: Path) -> bool:
+    """Whether git ignores ``path`` (a tracked file never counts as ignored)."""
+    done = git("check-ignore", "--quiet", str(path.relative_to(ROOT)))
+    assert done.returncode in {0, 1}, done.stderr
+    return done.returncode == 0
+
+
+def tracked_files(directory: Path) -> list[Path]:
+    """The files git tracks under ``directory``."""
+    done = git("ls-files", "-z", "--", str(directory.relative_to(ROOT)))
+    assert done.returncode == 0, done.stderr
+    return [ROOT / name for name in done.stdout.split("\0") if name]
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether a secret-looking value is obviously not a real one."""
+    return bool(
+        PLACEHOLDER.search(value)
+        or "..." in value  # sk-... in the README
+        or value.startswith(("$", "/", "./", "<"))  # interpolation, a path, <your key>
+        or value.startswith("set-by-")  # Open WebUI's dummy keys, AgentGateway sets them
+    )
+
+
+def secret_looking_values(text: str) -> list[str]:
+    """Values in ``text`` that look like real secrets and are not placeholders."""
+    found = [match.group(0) for match in SECRET_LIKE.finditer(text)]
+    found += [match.group("value") for match in SECRET_ASSIGNMENT.finditer(text)]
+    return [value for value in found if not is_placeholder(value)]
+
+
 @pytest.fixture(scope="module")
 def enricher_config_path(services: dict[str, dict[str, Any]]) -> Path:
     """The enricher config file that Compose mounts where ``serve --config`` reads it."""
@@ -210,11 +293,70 @@ def test_bind_mount_sources_exist(services: dict[str, dict[str, Any]]) -> None:
     assert [source for source in sources if not (COMPOSE_DIR / source).exists()] == []
 
 
-def test_secret_files_exist(compose: dict[str, Any]) -> None:
-    """Every file-based secret exists relative to the compose file."""
-    files = [str(mapping(spec)["file"]) for spec in mapping(compose.get("secrets")).values()]
+def test_secret_files_have_templates(compose: dict[str, Any]) -> None:
+    """Every file-based secret has its committed ``.example`` template next to where it goes."""
+    files = secret_files(compose)
     assert files
-    assert [file for file in files if not (COMPOSE_DIR / file).is_file()] == []
+    assert [path for path in files.values() if not template_of(path).is_file()] == []
+
+
+def test_secret_files_are_git_ignored(compose: dict[str, Any]) -> None:
+    """The secret files Compose mounts are git-ignored (so never tracked), and not templates."""
+    files = secret_files(compose)
+    assert files
+    for path in files.values():
+        assert not path.name.endswith(TEMPLATE_SUFFIX), f"{path.name}: a tracked template"
+        assert path.resolve().is_relative_to(COMPOSE_DIR.resolve()), path
+        assert is_git_ignored(path), f"{path.relative_to(ROOT)} is not git-ignored"
+
+
+def test_templates_are_tracked_and_hold_placeholders(compose: dict[str, Any]) -> None:
+    """The templates are committed, not ignored, and say REPLACE-ME: never a real value."""
+    tracked = set(tracked_files(COMPOSE_DIR))
+    for path in secret_files(compose).values():
+        template = template_of(path)
+        assert template in tracked, f"{template.relative_to(ROOT)} is not tracked"
+        assert not is_git_ignored(template)
+        assert PLACEHOLDER.search(template.read_text(encoding="utf-8")), template.name
+
+
+def test_env_file_is_git_ignored() -> None:
+    """deploy/compose/.env, where the README puts the provider API keys, is git-ignored."""
+    assert is_git_ignored(ENV_FILE)
+
+
+def test_tracked_files_hold_no_real_secrets() -> None:
+    """No tracked file under deploy/compose holds a secret-looking, non-placeholder value."""
+    files = tracked_files(COMPOSE_DIR)
+    assert COMPOSE_FILE in files
+    leaks = {
+        str(path.relative_to(COMPOSE_DIR)): values
+        for path in files
+        if (values := secret_looking_values(path.read_text(encoding="utf-8")))
+    }
+    assert leaks == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "leaks"),
+    [
+        ("OPENAI_API_KEY=sk-proj-4fQ9xZ2LmN8pR1sT6vW3yB7c", True),
+        ("api_token: 'hunter2hunter2'", True),
+        ("password=Zx81SpectrumRocks", True),
+        ("kDs8_J2pQx-Lm4Nv7RtW9yZb3Cf6Hg0", True),  # secrets.token_urlsafe(24)
+        ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", True),
+        ("REPLACE-ME-fake-api-token-not-a-secret", False),
+        ("OPENAI_API_KEY=sk-...", False),
+        ('key: "$OPENAI_API_KEY"', False),
+        ("OPENAI_API_KEY: ${OPENAI_API_KEY:-}", False),
+        ("token_file: /run/secrets/api-token", False),
+        ('OPENAI_API_KEYS: "set-by-agentgateway;set-by-agentgateway"', False),
+        ("ENABLE_FORWARD_USER_INFO_HEADERS user_enricher_spans_enriched_total", False),
+    ],
+)
+def test_secret_detector(text: str, leaks: bool) -> None:
+    """The leak check flags real-looking keys and lets the committed placeholders pass."""
+    assert bool(secret_looking_values(text)) is leaks
 
 
 def test_build_context_exists(services: dict[str, dict[str, Any]]) -> None:
@@ -360,25 +502,48 @@ def test_enricher_config_passes_the_validator(enricher_config_path: Path) -> Non
     assert config.api.enabled is True
 
 
-def test_enricher_config_accepts_the_mounted_placeholder_secrets(
-    compose: dict[str, Any], services: dict[str, dict[str, Any]], enricher_config: dict[str, Any]
+def mounted_secret_files(
+    compose: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]], host: dict[str, Path]
+) -> dict[str, str]:
+    """Each path the enricher reads a secret at -> the host file standing in for it."""
+    names = service_secrets(services[ENRICHER])
+    assert set(names) <= set(secret_files(compose))
+    return {target: str(host[source]) for source, target in names.items()}
+
+
+def test_enricher_config_accepts_real_mounted_secrets(
+    compose: dict[str, Any],
+    services: dict[str, dict[str, Any]],
+    enricher_config: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    """With the committed secret files at their mount paths, the config is valid without env."""
-    files = {name: str(mapping(spec)["file"]) for name, spec in mapping(compose["secrets"]).items()}
-    host_file = {
-        target: str((COMPOSE_DIR / files[source]).resolve())
-        for source, target in service_secrets(services[ENRICHER]).items()
-    }
-    data = replace_strings(enricher_config, host_file)
+    """With real values in the secret files at their mount paths, the config is valid."""
+    host = {}
+    for name in secret_files(compose):
+        host[name] = tmp_path / name
+        host[name].write_text("kDs8_J2pQx-Lm4Nv7RtW9yZb3Cf6Hg0" + name + "\n", encoding="utf-8")
+    data = replace_strings(enricher_config, mounted_secret_files(compose, services, host))
     config = parse_config(data, base_dir=COMPOSE_DIR, env={})
     assert config.api.token is not None
 
 
-def test_webhook_secret_placeholder_is_url_safe(compose: dict[str, Any]) -> None:
-    """The webhook secret can be pasted into a URL path as it is."""
-    spec = mapping(mapping(compose["secrets"])["webhook-secret"])
-    secret = (COMPOSE_DIR / str(spec["file"])).read_text(encoding="utf-8").rstrip()
-    assert URL_SAFE.fullmatch(secret)
+def test_enricher_config_refuses_the_templates_unchanged(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], enricher_config: dict[str, Any]
+) -> None:
+    """A secret file copied from its template and left unchanged stops the enricher."""
+    host = {name: template_of(path) for name, path in secret_files(compose).items()}
+    data = replace_strings(enricher_config, mounted_secret_files(compose, services, host))
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, base_dir=COMPOSE_DIR, env={})
+    text = str(refused.value)
+    assert "api.token_file" in text
+    assert all(path.read_text().strip() not in text for path in host.values())  # never quoted
+
+
+def test_webhook_secret_template_is_url_safe(compose: dict[str, Any]) -> None:
+    """The webhook secret's template (and so its shape) can be pasted into a URL path."""
+    template = template_of(secret_files(compose)["webhook-secret"])
+    assert URL_SAFE.fullmatch(template.read_text(encoding="utf-8").rstrip())
 
 
 # --------------------------------------------------------------------------- images
