@@ -44,6 +44,7 @@ CONFIG_DIR = "/etc/user-enricher"
 CONFIG_KEY = "config.yaml"  # the image's CMD reads CONFIG_DIR/CONFIG_KEY
 SPOOL_DIR = "/var/lib/user-enricher/spool"
 OPEN_WEBUI_PODS = {"app.kubernetes.io/name": "open-webui"}
+GATEWAY_CLASS = "agentgateway"  # the GatewayClass AgentGateway's controller installs
 CRD_API_GROUPS = ("agentgateway.dev/",)  # not in the Kubernetes schemas: checked by hand
 FAKE_SECRET = "fake-secret-value-for-tests"  # stands in for every secretKeyRef (16+ chars)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -253,6 +254,37 @@ def policy() -> Obj:
     docs = load_docs(POLICY_FILE)
     assert len(docs) == 1
     return docs[0]
+
+
+def controller_gateway_pod_labels(gateway: str) -> dict[str, str]:
+    """The labels AgentGateway's controller gives the proxy pods it deploys for a Gateway.
+
+    From its proxy chart (agentgateway/agentgateway, controller/pkg/helm/agentgateway/
+    templates/_helpers.tpl: the selector labels plus the GatewayClass label): the
+    Gateway's name, not "agentgateway", is also app.kubernetes.io/name.
+    """
+    return {
+        "app.kubernetes.io/name": gateway,
+        "app.kubernetes.io/instance": gateway,
+        "gateway.networking.k8s.io/gateway-name": gateway,
+        "gateway.networking.k8s.io/gateway-class-name": GATEWAY_CLASS,
+    }
+
+
+def policy_gateway() -> str:
+    """The name of the Gateway that the AgentgatewayPolicy targets."""
+    [target] = policy()["spec"]["targetRefs"]
+    return str(target["name"])
+
+
+def ingress_peers(netpol: Mapping[str, Any], box: Mapping[str, Any], port: int) -> list[Obj]:
+    """The pod selectors of every ingress rule of a NetworkPolicy that admits ``port``."""
+    return [
+        peer["podSelector"]
+        for rule in netpol["spec"]["ingress"]
+        if port in {container_port(box, p["port"]) for p in rule["ports"]}
+        for peer in rule["from"]
+    ]
 
 
 # --------------------------------------------------------------------------- schemas
@@ -572,18 +604,54 @@ def test_networkpolicy_admits_only_open_webui_to_the_api() -> None:
 
 
 def test_networkpolicy_lets_gateway_and_open_webui_send_otlp() -> None:
-    """AgentGateway's and Open WebUI's pods may reach both OTLP ports."""
+    """The controller-managed AgentGateway pods and Open WebUI's may reach both OTLP ports."""
     objs = render("standalone")
-    gateway_labels = pod_labels(one(load_docs(GATEWAY_STAND_IN), "Deployment", GATEWAY))
+    netpol = one(objs, "NetworkPolicy", ENRICHER)
+    box = container(one(objs, "Deployment", ENRICHER), ENRICHER)
+    gateway_pod = controller_gateway_pod_labels(policy_gateway())
     for port in (OTLP_GRPC_PORT, OTLP_HTTP_PORT):
-        peers = [
-            peer["podSelector"]
-            for rule in one(objs, "NetworkPolicy", ENRICHER)["spec"]["ingress"]
-            if port in {p["port"] for p in rule["ports"]}
-            for peer in rule["from"]
-        ]
-        assert any(selects(peer, gateway_labels) for peer in peers), port
+        peers = ingress_peers(netpol, box, port)
+        assert any(selects(peer, gateway_pod) for peer in peers), port
         assert any(selects(peer, OPEN_WEBUI_PODS) for peer in peers), port
+
+
+def test_networkpolicy_selects_controller_gateway_pods_by_gateway_name() -> None:
+    """The default gateway selector matches the proxy pods of the policy's Gateway only.
+
+    Standalone is the shape for controller-managed gateways (Gateway API), whose pods are
+    labelled by Gateway name: a pod of another Gateway, or of another GatewayClass's
+    Gateway with the same app name, is not admitted.
+    """
+    objs = render("standalone")
+    netpol = one(objs, "NetworkPolicy", ENRICHER)
+    box = container(one(objs, "Deployment", ENRICHER), ENRICHER)
+    gateway = policy_gateway()
+    [gateway_peer] = [
+        peer
+        for peer in ingress_peers(netpol, box, OTLP_GRPC_PORT)
+        if not selects(peer, OPEN_WEBUI_PODS)
+    ]
+    assert selects(gateway_peer, controller_gateway_pod_labels(gateway))
+    assert not selects(gateway_peer, controller_gateway_pod_labels(f"{gateway}-other"))
+    assert "gateway.networking.k8s.io/gateway-name" in gateway_peer["matchLabels"]
+
+
+def test_networkpolicy_selects_the_enricher_pods_on_their_ports() -> None:
+    """The policy selects the enricher Deployment's pods, and every port it opens is one of
+    the container's declared ports; the OTLP and API ports are all admitted."""
+    objs = render("standalone")
+    deployment = one(objs, "Deployment", ENRICHER)
+    box = container(deployment, ENRICHER)
+    netpol = one(objs, "NetworkPolicy", ENRICHER)["spec"]
+    assert selects(netpol["podSelector"], pod_labels(deployment))
+    declared = {int(p["containerPort"]) for p in box["ports"]}
+    opened = set()
+    for rule in netpol["ingress"]:
+        for port in rule["ports"]:
+            assert port.get("protocol", "TCP") == "TCP"
+            opened.add(container_port(box, port["port"]))
+    assert opened <= declared, f"{opened - declared} are not container ports"
+    assert {OTLP_GRPC_PORT, OTLP_HTTP_PORT, API_PORT} <= opened
 
 
 # --------------------------------------------------------------------------- redis
