@@ -381,6 +381,56 @@ def test_sidecar_service_exposes_only_the_api() -> None:
     assert container_port(container(deployment, ENRICHER), port["targetPort"]) == API_PORT
 
 
+def test_sidecar_networkpolicy_selects_the_gateway_pods() -> None:
+    """The sidecar's NetworkPolicy selects the pods of the patched AgentGateway Deployment
+    (the pods its Service reaches), for ingress only."""
+    objs = render("sidecar")
+    deployment = one(objs, "Deployment", GATEWAY)
+    netpol = one(objs, "NetworkPolicy", ENRICHER)["spec"]
+    assert selects(netpol["podSelector"], pod_labels(deployment))
+    assert (
+        netpol["podSelector"]["matchLabels"] == one(objs, "Service", ENRICHER)["spec"]["selector"]
+    )
+    assert netpol["policyTypes"] == ["Ingress"]
+
+
+def test_sidecar_networkpolicy_admits_only_open_webui_to_the_api() -> None:
+    """Port 8089 is reachable from Open WebUI's pods only, in exactly one rule."""
+    objs = render("sidecar")
+    box = container(one(objs, "Deployment", GATEWAY), ENRICHER)
+    rules = one(objs, "NetworkPolicy", ENRICHER)["spec"]["ingress"]
+    api_rules = [
+        rule
+        for rule in rules
+        if API_PORT in {container_port(box, p["port"]) for p in rule["ports"]}
+    ]
+    assert [rule["from"] for rule in api_rules] == [
+        [{"podSelector": {"matchLabels": OPEN_WEBUI_PODS}}]
+    ]
+
+
+def test_sidecar_networkpolicy_keeps_the_gateway_ports_open() -> None:
+    """Every port the AgentGateway container declares stays reachable from anywhere: the
+    policy selects the whole pod, so a port it left out would stop answering."""
+    objs = render("sidecar")
+    deployment = one(objs, "Deployment", GATEWAY)
+    gateway = container(deployment, GATEWAY)
+    enricher_ports = {int(p["containerPort"]) for p in container(deployment, ENRICHER)["ports"]}
+    open_to_all: set[int] = set()
+    for rule in one(objs, "NetworkPolicy", ENRICHER)["spec"]["ingress"]:
+        assert rule.get("ports"), "a rule without `ports` opens every port"
+        if not rule.get("from"):
+            open_to_all.update(container_port(gateway, p["port"]) for p in rule["ports"])
+    declared = {int(p["containerPort"]) for p in gateway["ports"]}
+    assert declared
+    assert declared <= open_to_all, f"{declared - open_to_all} would be cut off"
+    assert not open_to_all & enricher_ports, "an enricher port is open to every source"
+    gateway_config = yaml.safe_load(
+        one(objs, "ConfigMap", "agentgateway-config")["data"][CONFIG_KEY]
+    )
+    assert {int(bind["port"]) for bind in gateway_config["binds"]} <= open_to_all
+
+
 # --------------------------------------------------------------------------- both shapes
 
 
