@@ -154,7 +154,11 @@ attribute_lists = st.lists(attributes, max_size=6)
 
 # ------------------------------------------------------------------ spans and requests
 
-trace_ids = st.one_of(st.sampled_from(TRACE_POOL), st.binary(max_size=20))
+# Ids a strict decoder accepts: empty or of their size (others are refused at the door).
+trace_ids = st.one_of(
+    st.sampled_from(TRACE_POOL), st.binary(min_size=16, max_size=16), st.just(b"")
+)
+span_ids = st.one_of(st.binary(min_size=8, max_size=8), st.just(b""))
 times = weighted(
     (1, st.sampled_from([0, U64, T0])),
     (2, st.integers(T0 - 10 * S, T0 + 10 * S)),
@@ -168,8 +172,8 @@ def spans(draw: st.DrawFn) -> Span:
     """A span with random ids (any length), times, attributes, events, links and status."""
     span = Span(
         trace_id=draw(trace_ids),
-        span_id=draw(st.binary(max_size=10)),
-        parent_span_id=draw(st.binary(max_size=10)),
+        span_id=draw(span_ids),
+        parent_span_id=draw(span_ids),
         trace_state=draw(st.text(max_size=6)),
         name=draw(st.text(max_size=8)),
         kind=cast("Span.SpanKind.ValueType", draw(st.sampled_from([0, 1, 2, 3, 4, 5, 99]))),
@@ -189,7 +193,7 @@ def spans(draw: st.DrawFn) -> Span:
                 draw(st.lists(attributes, max_size=2))
             )
         for trace_id in draw(st.lists(trace_ids, max_size=2)):
-            span.links.add(trace_id=trace_id, span_id=draw(st.binary(max_size=9)))
+            span.links.add(trace_id=trace_id, span_id=draw(span_ids))
         span.status.CopyFrom(
             Status(
                 code=cast("Status.StatusCode.ValueType", draw(st.sampled_from([0, 1, 2, 7]))),

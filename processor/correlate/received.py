@@ -10,6 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from processor.correlate.columns import ColumnReader, Columns
+from processor.correlate.strict import check_ids, check_request
 from processor.correlate.views import RequestView
 
 
@@ -42,8 +43,13 @@ class Received:
 
     @classmethod
     def parse(cls, raw: bytes) -> Received:
-        """Read the request's structure; raises ``DecodeError`` when it is not one."""
-        return cls(raw, RequestView.FromString(raw))
+        """Read the request's structure; raises ``DecodeError`` when it is not one
+        a strict OTLP decoder accepts (see :mod:`processor.correlate.strict`)."""
+        check_request(raw)  # not kept: the column path needs no full decode
+        received = cls(raw, RequestView.FromString(raw))
+        if received.spans:
+            check_ids(received.span_bytes())
+        return received
 
     @classmethod
     def of(cls, request: ExportTraceServiceRequest) -> Received:

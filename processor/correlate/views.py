@@ -65,6 +65,20 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
         ("key", 1, _F.TYPE_BYTES, _REPEATED, ""),
         ("value", 2, _F.TYPE_BYTES, _REPEATED, ""),
     ],
+    # Span { bytes trace_id = 1; bytes span_id = 2; bytes parent_span_id = 4; }:
+    # every id of a request's spans, joined, read in one call (processor.correlate.strict)
+    # (links = 13 declared as one message, so every link's ids merge into one list)
+    "SpanIds": [
+        ("trace_id", 1, _F.TYPE_BYTES, _REPEATED, ""),
+        ("span_id", 2, _F.TYPE_BYTES, _REPEATED, ""),
+        ("parent_span_id", 4, _F.TYPE_BYTES, _REPEATED, ""),
+        ("links", 13, _F.TYPE_MESSAGE, _OPTIONAL, "LinkIds"),
+    ],
+    # Span.Link { bytes trace_id = 1; bytes span_id = 2; }
+    "LinkIds": [
+        ("trace_id", 1, _F.TYPE_BYTES, _REPEATED, ""),
+        ("span_id", 2, _F.TYPE_BYTES, _REPEATED, ""),
+    ],
     # The keys of one span's attributes, read back from their encoding.
     "KeyList": [("key", 1, _F.TYPE_STRING, _REPEATED, "")],
     # A message kept as it came (its fields unknown). Unlike a bytes field, one that
@@ -95,3 +109,4 @@ _CLASSES = _build()
 RequestView: Any = _CLASSES["RequestView"]
 SpanColumns: Any = _CLASSES["SpanColumns"]
 KeyList: Any = _CLASSES["KeyList"]
+SpanIds: Any = _CLASSES["SpanIds"]
