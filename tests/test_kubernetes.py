@@ -24,7 +24,9 @@ from processor.config import (
     split_endpoint,
 )
 
-K8S_DIR = Path(__file__).parent.parent / "deploy" / "kubernetes"
+ROOT = Path(__file__).parent.parent
+DEPLOY_DIR = ROOT / "deploy"
+K8S_DIR = DEPLOY_DIR / "kubernetes"
 README = K8S_DIR / "README.md"
 POLICY_FILE = K8S_DIR / "agentgateway-policy.yaml"
 GATEWAY_STAND_IN = K8S_DIR / "sidecar" / "base" / "agentgateway-deployment.yaml"
@@ -51,6 +53,16 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 IN_CLUSTER_ADDRESS = re.compile(
     r"(?<![\w.-])(user-enricher[a-z0-9-]*)(?:\.[a-z0-9-]+\.svc\.cluster\.local)?:([0-9]+)(?![\w.])"
 )
+
+# A file name mentioned in deploy/'s docs and comments: an optional ./ or ../ start,
+# directories, a name with one of these extensions. Not a URL, an absolute (container)
+# path, a glob, or part of a longer word.
+MENTIONED_FILE = re.compile(
+    r"(?<![\w./:$@{}*-])((?:\.{1,2}/)*(?:[\w-][\w.-]*/)*[\w-][\w.-]*\.(?:ya?ml|json|py))(?![\w/-])"
+)
+COMMENT = re.compile(r"(?:^|\s)#(?P<text>.*)$", re.MULTILINE)
+DOC_SUFFIXES = {".md"}  # read whole; in the others only comments are prose
+COMMENTED_SUFFIXES = {".yaml", ".yml", ".py"}
 
 Obj = dict[str, Any]
 
@@ -287,6 +299,31 @@ def ingress_peers(netpol: Mapping[str, Any], box: Mapping[str, Any], port: int) 
     ]
 
 
+def mentioned_files(path: Path) -> set[str]:
+    """The file names a README (whole text) or a YAML/Python file (its comments) mentions."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in COMMENTED_SUFFIXES:
+        text = "\n".join(match.group("text") for match in COMMENT.finditer(text))
+    return set(MENTIONED_FILE.findall(text))
+
+
+def mention_exists(path: Path, name: str, deploy_files: Sequence[Path]) -> bool:
+    """Whether a mentioned file exists: a ./ or ../ name relative to the mentioning file;
+    any other relative to it, to the repository root, or as the tail of a path in deploy/
+    (prose says `config.yaml` or `base/agentgateway-deployment.yaml` for short)."""
+    if name.startswith(("./", "../")):
+        return (path.parent / name).is_file()
+    if (path.parent / name).is_file() or (ROOT / name).is_file():
+        return True
+    return any(file.as_posix().endswith("/" + name) for file in deploy_files)
+
+
+def deploy_texts() -> list[Path]:
+    """The READMEs, YAML and Python files under deploy/."""
+    suffixes = DOC_SUFFIXES | COMMENTED_SUFFIXES
+    return [path for path in sorted(DEPLOY_DIR.rglob("*")) if path.suffix in suffixes]
+
+
 # --------------------------------------------------------------------------- schemas
 
 
@@ -335,6 +372,43 @@ def test_agentgateway_policy_warns_before_forgeable_attributes() -> None:
     assert "x-openwebui-user-email" in text
     assert "WARNING" in text
     assert "name any user" in text
+
+
+# --------------------------------------------------------------------------- file names
+
+
+@pytest.mark.parametrize("path", deploy_texts(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_files_named_in_deploy_docs_and_comments_exist(path: Path) -> None:
+    """Every .yaml/.yml/.json/.py file a README or comment under deploy/ names exists."""
+    deploy_files = [file for file in DEPLOY_DIR.rglob("*") if file.is_file()]
+    missing = sorted(
+        name for name in mentioned_files(path) if not mention_exists(path, name, deploy_files)
+    )
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("# from the environment (user-enricher-patch.yaml):", {"user-enricher-patch.yaml"}),
+        (
+            "see [`x`](../openwebui/user_enricher_filter.py).",
+            {"../openwebui/user_enricher_filter.py"},
+        ),
+        (
+            "kubectl apply -f deploy/kubernetes/agentgateway-policy.yaml",
+            {"deploy/kubernetes/agentgateway-policy.yaml"},
+        ),
+        ("--config.file=/etc/prometheus/prometheus.yml", set()),
+        ("$schema=https://example.com/schema/config.json", set()),
+        ("`*/config.yaml` and alerts.yml.", {"alerts.yml"}),
+    ],
+)
+def test_mentioned_file_pattern(text: str, names: set[str], tmp_path: Path) -> None:
+    """The file-name scan finds relative names and skips URLs, absolute paths and globs."""
+    path = tmp_path / "notes.md"
+    path.write_text(text, encoding="utf-8")
+    assert mentioned_files(path) == names
 
 
 # --------------------------------------------------------------------------- sidecar
