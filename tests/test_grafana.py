@@ -25,7 +25,11 @@ from processor.metrics import Counter, Metrics
 ROOT = Path(__file__).parent.parent
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "user-enricher-dashboard.json"
-PROMETHEUS_FILE = GRAFANA_DIR / "prometheus.yml"
+PROMETHEUS_FILE = GRAFANA_DIR / "prometheus.yml"  # static targets: any promtool checks it
+# Pod discovery for a Prometheus in Kubernetes (not in Debian's Prometheus build).
+PROMETHEUS_KUBERNETES_FILE = GRAFANA_DIR / "prometheus-kubernetes.yml"
+PROMETHEUS_FILES = (PROMETHEUS_FILE, PROMETHEUS_KUBERNETES_FILE)
+KUBERNETES_JOBS = ("user-enricher-kubernetes", "user-enricher-kubernetes-sidecar")
 ALERTS_FILE = GRAFANA_DIR / "alerts.yml"
 GRAFANA_README = GRAFANA_DIR / "README.md"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -345,27 +349,32 @@ _LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>[A-Za-z
 
 
 @cache
-def prometheus_config() -> dict[str, Any]:
-    """The parsed prometheus.yml."""
-    parsed = load_yaml(PROMETHEUS_FILE)
+def prometheus_config(path: Path = PROMETHEUS_FILE) -> dict[str, Any]:
+    """A parsed Prometheus config file (prometheus.yml unless told)."""
+    parsed = load_yaml(path)
     assert isinstance(parsed, dict)
     return parsed
 
 
-def scrape_job(name: str) -> dict[str, Any]:
-    """One scrape config of prometheus.yml, by job name."""
-    jobs = {job["job_name"]: job for job in prometheus_config()["scrape_configs"]}
-    assert name in jobs, f"prometheus.yml has no job {name}; it has {sorted(jobs)}"
+def all_scrape_jobs() -> list[dict[str, Any]]:
+    """The scrape configs of every shipped Prometheus config file."""
+    return [job for path in PROMETHEUS_FILES for job in prometheus_config(path)["scrape_configs"]]
+
+
+def scrape_job(name: str, path: Path = PROMETHEUS_FILE) -> dict[str, Any]:
+    """One scrape config of a Prometheus config file, by job name."""
+    jobs = {job["job_name"]: job for job in prometheus_config(path)["scrape_configs"]}
+    assert name in jobs, f"{path.name} has no job {name}; it has {sorted(jobs)}"
     job: dict[str, Any] = jobs[name]
     return job
 
 
 @cache
 def target_labels() -> frozenset[str]:
-    """Labels series get from their target: job, instance, and those prometheus.yml adds
-    (static labels and relabel target_labels)."""
+    """Labels series get from their target: job, instance, and those the shipped configs
+    add (static labels and relabel target_labels)."""
     labels = set(BUILTIN_TARGET_LABELS)
-    for job in prometheus_config()["scrape_configs"]:
+    for job in all_scrape_jobs():
         for static in job.get("static_configs", []):
             labels.update(static.get("labels", {}))
         for rule in job.get("relabel_configs", []):
@@ -622,9 +631,10 @@ def test_dashboard_covers_the_required_metrics() -> None:
 # --------------------------------------------------------------------------- prometheus.yml
 
 
-def test_prometheus_config_parses_and_scrapes_metrics() -> None:
-    """prometheus.yml parses, and each job scrapes /metrics over HTTP."""
-    config = prometheus_config()
+@pytest.mark.parametrize("path", PROMETHEUS_FILES, ids=lambda path: path.name)
+def test_prometheus_config_parses_and_scrapes_metrics(path: Path) -> None:
+    """Each Prometheus config parses, and each job scrapes /metrics over HTTP."""
+    config = prometheus_config(path)
     assert config["scrape_configs"]
     for job in config["scrape_configs"]:
         assert job["metrics_path"] == "/metrics", job["job_name"]
@@ -654,7 +664,7 @@ def test_compose_job_targets_the_enricher_api_port() -> None:
 def test_kubernetes_standalone_job_matches_the_manifests() -> None:
     """The standalone job selects the Deployment's pod labels and keeps the port the
     Service and the container call http-api."""
-    job = scrape_job("user-enricher-kubernetes")
+    job = scrape_job("user-enricher-kubernetes", PROMETHEUS_KUBERNETES_FILE)
     standalone = K8S_DIR / "standalone"
     deployment = k8s_object(standalone / "deployment.yaml", "Deployment", ENRICHER)
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -673,7 +683,7 @@ def test_kubernetes_standalone_job_matches_the_manifests() -> None:
 def test_kubernetes_sidecar_job_matches_the_manifests() -> None:
     """The sidecar job selects the pods the sidecar Service selects, and keeps the
     user-enricher container's http-api port."""
-    job = scrape_job("user-enricher-kubernetes-sidecar")
+    job = scrape_job("user-enricher-kubernetes-sidecar", PROMETHEUS_KUBERNETES_FILE)
     sidecar = K8S_DIR / "sidecar"
     service = k8s_object(sidecar / "service.yaml", "Service", ENRICHER)
     assert pod_selector(job) == service["spec"]["selector"]
@@ -776,25 +786,55 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     promtool("check", "rules", str(path))
 
 
-@needs_promtool
-def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
-    """promtool check config accepts prometheus.yml (Kubernetes jobs left out when this
-    promtool was built without Kubernetes discovery, as Debian's is)."""
-    config = prometheus_config()
-    path = tmp_path / "prometheus.yml"
-    shutil.copy(ALERTS_FILE, tmp_path / ALERTS_FILE.name)
-    path.write_text(yaml.safe_dump(config))
+def test_prometheus_files_split_static_and_kubernetes_jobs() -> None:
+    """prometheus.yml has static targets only (Debian's promtool has no Kubernetes
+    discovery); prometheus-kubernetes.yml has the pod-discovery jobs, and the same rules."""
+    static = prometheus_config(PROMETHEUS_FILE)
+    assert all("kubernetes_sd_configs" not in job for job in static["scrape_configs"])
+    assert ENRICHER in {job["job_name"] for job in static["scrape_configs"]}
+    kubernetes = prometheus_config(PROMETHEUS_KUBERNETES_FILE)
+    jobs = kubernetes["scrape_configs"]
+    assert tuple(job["job_name"] for job in jobs) == KUBERNETES_JOBS
+    assert all(job["kubernetes_sd_configs"] for job in jobs)
+    assert kubernetes["rule_files"] == static["rule_files"]
+    names = [job["job_name"] for job in all_scrape_jobs()]
+    assert len(names) == len(set(names)), "a job name is in both files"
+
+
+def test_readme_names_the_kubernetes_config() -> None:
+    """The README tells in-cluster Prometheus users to take prometheus-kubernetes.yml."""
+    text = GRAFANA_README.read_text(encoding="utf-8")
+    assert f"[`{PROMETHEUS_KUBERNETES_FILE.name}`]({PROMETHEUS_KUBERNETES_FILE.name})" in text
+    for job in KUBERNETES_JOBS:
+        assert f"`{job}`" in text
+
+
+def promtool_check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """``promtool check config`` on a file where it lies (its rule_files resolve next to it)."""
     assert PROMTOOL is not None
-    done = subprocess.run(
+    return subprocess.run(
         [PROMTOOL, "check", "config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@needs_promtool
+def test_promtool_accepts_the_scrape_config() -> None:
+    """promtool check config accepts prometheus.yml as it is, alert rules included, with
+    any promtool build (Debian's has no Kubernetes discovery)."""
+    done = promtool_check_config(PROMETHEUS_FILE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ALERTS_FILE.name in done.stdout  # the rules were checked too
+
+
+@needs_promtool
+def test_promtool_accepts_the_kubernetes_scrape_config() -> None:
+    """promtool check config accepts prometheus-kubernetes.yml, where promtool was built
+    with Kubernetes discovery (skipped on Debian's build, which rejects the field)."""
+    done = promtool_check_config(PROMETHEUS_KUBERNETES_FILE)
     if "kubernetes_sd_configs not found" in done.stdout + done.stderr:
-        jobs = [job for job in config["scrape_configs"] if "kubernetes_sd_configs" not in job]
-        path.write_text(yaml.safe_dump({**config, "scrape_configs": jobs}))
-        promtool("check", "config", str(path))
-    else:
-        assert done.returncode == 0, done.stdout + done.stderr
+        pytest.skip("this promtool was built without Kubernetes discovery")
+    assert done.returncode == 0, done.stdout + done.stderr
