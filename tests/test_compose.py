@@ -455,13 +455,14 @@ def test_open_webui_calls_gateway_routes(
 def test_enricher_api_port_matches_healthcheck_and_publish(
     services: dict[str, dict[str, Any]], enricher_config: dict[str, Any]
 ) -> None:
-    """The healthcheck probes /healthz on the API port, and only enricher ports are published."""
+    """The healthcheck probes /healthz on the telemetry port, and only the API is published."""
     enricher = services[ENRICHER]
     _, api_port = enricher_port(enricher_config, "api", "endpoint")
+    _, telemetry_port = enricher_port(enricher_config, "telemetry", "endpoint")
     _, receiver_port = enricher_port(enricher_config, "receiver", "grpc_endpoint")
     probe = " ".join(str(part) for part in mapping(enricher["healthcheck"])["test"])
     urls = [urlsplit(url) for url in HTTP_URL.findall(probe)]
-    assert [(url.port, url.path) for url in urls] == [(api_port, "/healthz")]
+    assert [(url.port, url.path) for url in urls] == [(telemetry_port, "/healthz")]
     assert set(published_container_ports(enricher)) <= {api_port, receiver_port}
 
 

@@ -412,6 +412,11 @@ def api_port_of(config_file: Path) -> int:
     return split_endpoint(str(load_yaml(config_file)["api"]["endpoint"]))[1]
 
 
+def telemetry_port_of(config_file: Path) -> int:
+    """The port of ``telemetry.endpoint`` (where /metrics is) in an enricher config file."""
+    return split_endpoint(str(load_yaml(config_file)["telemetry"]["endpoint"]))[1]
+
+
 def k8s_object(path: Path, kind: str, name: str) -> dict[str, Any]:
     """One object of a manifest file."""
     for doc in load_yaml_documents(path):
@@ -643,9 +648,9 @@ def test_prometheus_config_parses_and_scrapes_metrics(path: Path) -> None:
         assert (GRAFANA_DIR / rule_file).is_file(), f"rule file {rule_file} does not exist"
 
 
-def test_compose_job_targets_the_enricher_api_port() -> None:
-    """The compose job scrapes the compose service user-enricher on the port its API
-    listens on and the compose file exposes."""
+def test_compose_job_targets_the_enricher_telemetry_port() -> None:
+    """The compose job scrapes the compose service user-enricher on its telemetry port,
+    which the compose file keeps on the stack's network (not published to the host)."""
     (static,) = scrape_job(ENRICHER)["static_configs"]
     (target,) = static["targets"]
     host, port = split_endpoint(target)
@@ -655,15 +660,13 @@ def test_compose_job_targets_the_enricher_api_port() -> None:
         int(str(entry).partition("/")[0].rpartition(":")[2])
         for entry in services[ENRICHER]["ports"]
     ]
-    assert port in published, f"compose publishes {published}, not {port}"
-    assert port == api_port_of(COMPOSE_DIR / "enricher.yaml")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"`:{port} GET /metrics`" in readme
+    assert port not in published, f"compose publishes the telemetry port {port}"
+    assert port == telemetry_port_of(COMPOSE_DIR / "enricher.yaml")
 
 
 def test_kubernetes_standalone_job_matches_the_manifests() -> None:
     """The standalone job selects the Deployment's pod labels and keeps the port the
-    Service and the container call http-api."""
+    container calls telemetry, where the config serves /metrics."""
     job = scrape_job("user-enricher-kubernetes", PROMETHEUS_KUBERNETES_FILE)
     standalone = K8S_DIR / "standalone"
     deployment = k8s_object(standalone / "deployment.yaml", "Deployment", ENRICHER)
@@ -674,15 +677,14 @@ def test_kubernetes_standalone_job_matches_the_manifests() -> None:
         c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == ENRICHER
     ]
     port = int(kept(job, "__meta_kubernetes_pod_container_port_number"))
-    assert port == container_port(container, "http-api")
-    service = k8s_object(standalone / "service.yaml", "Service", ENRICHER)
-    assert port == service_port(service, "http-api")
-    assert port == api_port_of(standalone / "config.yaml")
+    assert port == container_port(container, "telemetry")
+    assert port == telemetry_port_of(standalone / "config.yaml")
+    assert port != api_port_of(standalone / "config.yaml")
 
 
 def test_kubernetes_sidecar_job_matches_the_manifests() -> None:
     """The sidecar job selects the pods the sidecar Service selects, and keeps the
-    user-enricher container's http-api port."""
+    user-enricher container's telemetry port."""
     job = scrape_job("user-enricher-kubernetes-sidecar", PROMETHEUS_KUBERNETES_FILE)
     sidecar = K8S_DIR / "sidecar"
     service = k8s_object(sidecar / "service.yaml", "Service", ENRICHER)
@@ -691,8 +693,8 @@ def test_kubernetes_sidecar_job_matches_the_manifests() -> None:
     container = patch["value"]
     assert kept(job, "__meta_kubernetes_pod_container_name") == container["name"] == ENRICHER
     port = int(kept(job, "__meta_kubernetes_pod_container_port_number"))
-    assert port == container_port(container, "http-api") == service_port(service, "http-api")
-    assert port == api_port_of(sidecar / "config.yaml")
+    assert port == container_port(container, "telemetry")
+    assert port == telemetry_port_of(sidecar / "config.yaml")
 
 
 # --------------------------------------------------------------------------- alerts.yml

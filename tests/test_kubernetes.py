@@ -39,6 +39,7 @@ GATEWAY = "agentgateway"  # the stand-in AgentGateway Deployment and container
 ENRICHER_DEPLOYMENT = {"sidecar": GATEWAY, "standalone": ENRICHER}
 REDIS = "user-enricher-redis"
 API_PORT = 8089
+TELEMETRY_PORT = 9464
 OTLP_GRPC_PORT = 4317
 OTLP_HTTP_PORT = 4318
 ENRICHER_UID = 10001  # the Dockerfile's USER
@@ -524,12 +525,12 @@ def test_enricher_runs_locked_down(shape: str) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_probes_use_the_api_port(shape: str, tmp_path: Path) -> None:
-    """Startup and liveness probe /healthz, readiness /readyz, on the port the API listens on."""
+def test_probes_use_the_telemetry_port(shape: str, tmp_path: Path) -> None:
+    """Startup and liveness probe /healthz, readiness /readyz, on the telemetry listener."""
     objs = render(shape)
     box = container(one(objs, "Deployment", ENRICHER_DEPLOYMENT[shape]), ENRICHER)
-    _, api_port = split_endpoint(enricher_config(objs, shape, tmp_path).api.endpoint)
-    assert api_port == API_PORT
+    _, api_port = split_endpoint(enricher_config(objs, shape, tmp_path).telemetry.endpoint)
+    assert api_port == TELEMETRY_PORT
     expected = {
         "startupProbe": "/healthz",
         "livenessProbe": "/healthz",
@@ -540,6 +541,23 @@ def test_probes_use_the_api_port(shape: str, tmp_path: Path) -> None:
         assert http_get["path"] == path, probe
         assert container_port(box, http_get["port"]) == api_port, probe
         assert http_get.get("scheme", "HTTP") == "HTTP", probe
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_telemetry_is_open_to_the_monitoring_namespace_only(shape: str) -> None:
+    """The NetworkPolicy admits the telemetry port from the monitoring namespace, and
+    no rule that admits Open WebUI or anyone else reaches it."""
+    policy = one(render(shape), "NetworkPolicy", "user-enricher")
+    reaching = [
+        rule
+        for rule in policy["spec"]["ingress"]
+        if any(p.get("port") == TELEMETRY_PORT for p in rule.get("ports", []))
+    ]
+    assert len(reaching) == 1
+    (source,) = reaching[0]["from"]
+    assert source == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
 
 
 @pytest.mark.parametrize("shape", SHAPES)
