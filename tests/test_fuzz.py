@@ -224,15 +224,15 @@ def check_conservation(originals: list[Span], sent: list[Span], *, guarded: bool
     pending = [(s, s.SerializeToString(deterministic=True)) for s in originals]
     assert len(sent) == len(pending)
     for span in sent:
-        index = next(
-            (
-                i
-                for i, (orig, encoded) in enumerate(pending)
-                if len(span.attributes) >= len(orig.attributes)
-                and _without_tail(span, len(orig.attributes)) == encoded
-            ),
-            None,
-        )
+        # The input with the most attributes that matches: when one input's attributes
+        # are a prefix of another's (same ids otherwise), the shorter would also match.
+        matches = [
+            i
+            for i, (orig, encoded) in enumerate(pending)
+            if len(span.attributes) >= len(orig.attributes)
+            and _without_tail(span, len(orig.attributes)) == encoded
+        ]
+        index = max(matches, key=lambda i: len(pending[i][0].attributes), default=None)
         assert index is not None, f"span came out changed or twice: {span}"
         orig, _ = pending.pop(index)
         n = len(orig.attributes)
