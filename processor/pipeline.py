@@ -55,6 +55,8 @@ class Pipeline:
         self._policy = policy
         self._retry_after_s = retry_after_s
         self._spool = spool
+        self._reserved_batches = 0  # admitted, still being written to the spool
+        self._reserved_bytes = 0
         self._on_learned = on_learned
         self._user_labels = user_labels
         metrics.spans_ambiguous.declare([(policy,)])
@@ -89,11 +91,20 @@ class Pipeline:
         spans, raw = received.spans, received.raw
         if spans == 0:
             return 0
-        if not self.queue.has_room(len(raw)) or (
-            self._spool is not None and not self._spool.has_room(len(raw))
-        ):
+        size = len(raw)
+        # Requests past this check but still in their spool write count as queued:
+        # otherwise concurrent accepts all pass it and overshoot the queue's bounds.
+        if not self.queue.has_room(
+            size + self._reserved_bytes, reserved_batches=self._reserved_batches
+        ) or (self._spool is not None and not self._spool.has_room(size)):
             raise Backpressure(self._retry_after_s)
-        tag = await self._spool.append(raw) if self._spool is not None else 0
+        self._reserved_batches += 1
+        self._reserved_bytes += size
+        try:
+            tag = await self._spool.append(raw) if self._spool is not None else 0
+        finally:
+            self._reserved_batches -= 1
+            self._reserved_bytes -= size
         self._process(received, tag)
         return spans
 

@@ -91,9 +91,15 @@ class ExportQueue:
         """Bytes of the batches waiting or being sent."""
         return self._bytes
 
-    def has_room(self, size: int) -> bool:
-        """Whether one more batch of ``size`` bytes may be accepted."""
-        return len(self) < self._size and self._bytes + size <= self._max_bytes
+    def has_room(self, size: int, *, reserved_batches: int = 0) -> bool:
+        """Whether one more batch of ``size`` bytes may be accepted.
+
+        ``reserved_batches`` (and their bytes, included in ``size``) are batches
+        already admitted that will be put in once their spool write completes.
+        """
+        return (
+            len(self) + reserved_batches < self._size and self._bytes + size <= self._max_bytes
+        )
 
     def start(self) -> None:
         """Start the consumers."""
