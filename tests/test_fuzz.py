@@ -307,6 +307,30 @@ def test_correlator_takes_arbitrary_bytes(kit: Kit, raw: bytes, now: int) -> Non
     check_conservation(originals, sent_spans(outcomes), guarded=True)
 
 
+@FUZZ
+@given(kit=kits, raw=raw_requests, now=nows)
+def test_what_the_door_accepts_a_strict_decoder_accepts_downstream(
+    kit: Kit, raw: bytes, now: int
+) -> None:
+    """Differential: the door (``Received.parse``) accepts only what a strict decoder does,
+    and every payload sent on for an accepted request passes the same door again, span for
+    span. So an acknowledged span is never refused by Jaeger or a Collector."""
+    try:
+        received = Received.parse(raw)
+    except DecodeError:
+        return
+    ExportTraceServiceRequest.FromString(raw)  # the reference decoder agrees
+    kit.add(event(MIKE, T0 - 300 * MS), Session(GW, ANA, T0 - 60 * S, T0 + 60 * S))
+    outcomes = [kit.correlator.receive(received, now), kit.correlator.drain()]
+    sent = 0
+    for outcome in outcomes:
+        for payload in ([outcome.current] if outcome.current else []) + outcome.released:
+            again = Received.parse(payload.data)  # raises if the downstream would refuse it
+            assert again.spans == payload.spans
+            sent += payload.spans
+    assert sent == received.spans
+
+
 def _small_correlator() -> tuple[Correlator, MemorySessionStore, TraceIdentities]:
     store = MemorySessionStore(500)
     traces = TraceIdentities(60 * S, 500)
