@@ -97,9 +97,7 @@ class ExportQueue:
         ``reserved_batches`` (and their bytes, included in ``size``) are batches
         already admitted that will be put in once their spool write completes.
         """
-        return (
-            len(self) + reserved_batches < self._size and self._bytes + size <= self._max_bytes
-        )
+        return len(self) + reserved_batches < self._size and self._bytes + size <= self._max_bytes
 
     def start(self) -> None:
         """Start the consumers."""
