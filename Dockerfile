@@ -5,9 +5,9 @@ WORKDIR /src
 # The runtime lock (exact versions with hashes, as `make` installs) goes in first so
 # that the layer is reused when only the code changes; every image of one commit
 # holds the same packages.
-COPY requirements.lock ./
+COPY requirements.txt ./
 RUN python -m venv /opt/enricher \
-    && /opt/enricher/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+    && /opt/enricher/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY processor ./processor
 RUN /opt/enricher/bin/pip install --no-cache-dir --no-deps --no-build-isolation .

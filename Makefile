@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LOCK := requirements.lock
-DEV_LOCK := requirements-dev.lock
+LOCK := requirements.txt
+DEV_LOCK := requirements-dev.txt
 # The build backend is locked too, so the editable install needs no unpinned download.
 BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \

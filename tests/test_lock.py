@@ -37,7 +37,7 @@ def declared(extra: str | None) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("requirements.lock", [None]), ("requirements-dev.lock", [None, "dev"])],
+    [("requirements.txt", [None]), ("requirements-dev.txt", [None, "dev"])],
 )
 def test_every_declared_dependency_is_pinned_within_its_range(
     lock: str, extras: list[str | None]
@@ -53,7 +53,7 @@ def test_every_declared_dependency_is_pinned_within_its_range(
             )
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
 def test_every_pin_carries_a_hash(lock: str) -> None:
     """pip's hash-checking mode needs a hash for every pinned package."""
     assert all(hashes for _, hashes in pins(lock).values())
@@ -61,12 +61,12 @@ def test_every_pin_carries_a_hash(lock: str) -> None:
 
 def test_dev_lock_agrees_with_the_runtime_lock() -> None:
     """The image (runtime lock) and the tests (dev lock) run the same runtime versions."""
-    runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    runtime, dev = pins("requirements.txt"), pins("requirements-dev.txt")
     assert {name: dev[name][0] for name in runtime} == {n: v for n, (v, _) in runtime.items()}
 
 
 @pytest.mark.parametrize(
-    ("path", "lock"), [("Makefile", "requirements-dev.lock"), ("Dockerfile", "requirements.lock")]
+    ("path", "lock"), [("Makefile", "requirements-dev.txt"), ("Dockerfile", "requirements.txt")]
 )
 def test_installs_come_from_the_lock(path: str, lock: str) -> None:
     """make and the image install the lock in hash-checking mode, and nothing unpinned."""
