@@ -76,12 +76,13 @@ def http_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 class ReceiverAuth:
-    """Checks the ``authorization: Bearer <token>`` metadata of an OTLP Export call."""
+    """Checks the ``authorization: Bearer <token>`` metadata of a gRPC call (OTLP Export,
+    and the session API's PushSessions) or the headers of an OTLP/HTTP request."""
 
     __slots__ = ("_token",)
 
-    def __init__(self, token: str) -> None:
-        self._token = TokenAuth(token)
+    def __init__(self, token: str | TokenAuth) -> None:
+        self._token = token if isinstance(token, TokenAuth) else TokenAuth(token)
 
     def __repr__(self) -> str:
         return "ReceiverAuth(<redacted>)"

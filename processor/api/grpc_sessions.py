@@ -15,6 +15,7 @@ from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.api.intake import SessionIntake, TokenAuth
 from processor.errors import InvalidInput
 from processor.metrics import Metrics
+from processor.security import ReceiverAuth
 
 SERVICE_NAME = "user_enricher.v1.SessionService"
 
@@ -24,7 +25,7 @@ class SessionServicer:
 
     def __init__(self, intake: SessionIntake, auth: TokenAuth, metrics: Metrics) -> None:
         self._intake = intake
-        self._auth = auth
+        self._auth = ReceiverAuth(auth)
         self._metrics = metrics
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -40,7 +41,9 @@ class SessionServicer:
         self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> pb.PushSessionsResponse:
         """Store the pushed sessions, all or none."""
-        if not self._authorized(context.invocation_metadata()):
+        # Exactly one authorization entry, as on the OTLP receiver: with two, which
+        # one a proxy in front of us honoured cannot be known.
+        if not self._auth.allows(context.invocation_metadata()):
             self._reject("unauthenticated")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
@@ -56,20 +59,6 @@ class SessionServicer:
             self._reject("invalid")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(exc))
         return pb.PushSessionsResponse(accepted=accepted)
-
-    def _authorized(self, metadata: grpc.aio.Metadata | None) -> bool:
-        """Exactly one ``authorization`` entry, carrying the token.
-
-        Two entries are refused, as on the OTLP receiver: which one a proxy in
-        front of us honoured cannot be known.
-        """
-        values = [value for key, value in metadata or () if key.lower() == "authorization"]
-        if len(values) != 1:
-            return False
-        value = values[0]
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "surrogateescape")
-        return self._auth.allows(value)
 
     def _reject(self, reason: str) -> None:
         self._metrics.session_push_rejected.add(("grpc", reason))
