@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,13 +293,18 @@ class Score:
 def run(scenario: Scenario, source: str, config: Config, seed: int) -> Score:
     """Replay the scenario for one identity source through a fresh correlator."""
     rng = random.Random(seed)
+    truth = {c.trace_id: c.user for m in scenario.messages for c in m.calls}
+    return replay(arrivals(scenario, source, rng), config, truth)
+
+
+def replay(feed: Iterable[Arrival], config: Config, truth: dict[bytes, User]) -> Score:
+    """Feed arrivals to a fresh correlator built from ``config``; score every span out."""
     store = MemorySessionStore(config.sessions.max_sessions)
     traces = TraceIdentities(int(config.correlation.trace_ttl * S), config.correlation.max_traces)
     correlator = build_correlator(config, store, traces)
-    truth = {c.trace_id: c.user for m in scenario.messages for c in m.calls}
     score = Score()
     next_tick = DAY_START
-    for arrival in arrivals(scenario, source, rng):
+    for arrival in feed:
         while next_tick <= arrival.at_ns:
             _collect(correlator.tick(next_tick), score, truth)
             next_tick += TICK_NS

@@ -36,21 +36,15 @@ from benchmarks.attribution import (
     MODELS,
     MS,
     OPENWEBUI,
-    TICK_NS,
     Arrival,
     Score,
-    _collect,
     _config,
     _kv,
     _pct,
-    _request,
+    replay,
 )
 from processor.config import Config
-from processor.correlate.received import Received
 from processor.model import Session, User
-from processor.service import build_correlator
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.traces import TraceIdentities
 
 S = 1000 * MS
 # (users on the address, total calls per second)
@@ -138,24 +132,8 @@ def _span(call: DenseCall, end_ns: int) -> Span:
 
 def run(calls: list[DenseCall], config: Config, seed: int) -> Score:
     """Replay the calls through a fresh correlator built from ``config``; score every span."""
-    store = MemorySessionStore(config.sessions.max_sessions)
-    traces = TraceIdentities(int(config.correlation.trace_ttl * S), config.correlation.max_traces)
-    correlator = build_correlator(config, store, traces)
     truth = {c.trace_id: c.user for c in calls}
-    score = Score()
-    next_tick = DAY_START
-    for arrival in arrivals(calls, random.Random(seed)):
-        while next_tick <= arrival.at_ns:
-            _collect(correlator.tick(next_tick), score, truth)
-            next_tick += TICK_NS
-        if arrival.session is not None:
-            store.add(arrival.session)
-            _collect(correlator.on_session(arrival.session, arrival.at_ns), score, truth)
-        elif arrival.spans is not None:
-            request = _request(arrival.spans, "agentgateway")
-            _collect(correlator.receive(Received.of(request), arrival.at_ns), score, truth)
-    _collect(correlator.drain(), score, truth)
-    return score
+    return replay(arrivals(calls, random.Random(seed)), config, truth)
 
 
 def main() -> int:
