@@ -93,7 +93,7 @@ def test_serve_refuses_bad_config(tmp_path: Path) -> None:
     assert "api.token" in result.stderr
 
 
-@pytest.mark.parametrize("listener", ["grpc_endpoint", "http_endpoint", "api"])
+@pytest.mark.parametrize("listener", ["grpc_endpoint", "http_endpoint", "api", "telemetry"])
 def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path, listener: str) -> None:
     """A port already taken exits 1 with a ``startup_failed`` line naming it, no traceback."""
     with socket.socket() as taken:
@@ -104,6 +104,7 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path, listener: str) ->
             "grpc_endpoint": "127.0.0.1:0",
             "http_endpoint": "127.0.0.1:0",
             "api": "127.0.0.1:0",
+            "telemetry": "127.0.0.1:0",
         }
         endpoints[listener] = busy
         config = tmp_path / "config.yaml"
@@ -112,6 +113,7 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path, listener: str) ->
             f"http_endpoint: '{endpoints['http_endpoint']}'}}\n"
             "exporter: {endpoint: '127.0.0.1:9', insecure: true}\n"
             f"api: {{endpoint: '{endpoints['api']}', token: 'serve-test-token'}}\n"
+            f"telemetry: {{endpoint: '{endpoints['telemetry']}'}}\n"
             "logging: {format: json}\n"
         )
         result = subprocess.run(
