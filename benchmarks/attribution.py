@@ -36,7 +36,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from processor.config import Config, parse_config
 from processor.correlate.correlator import Outcome
 from processor.correlate.received import Received
-from processor.model import Session, User
+from processor.model import Session, SessionKind, User
 from processor.service import build_correlator
 from processor.sessions.memory import MemorySessionStore
 from processor.sessions.traces import TraceIdentities
@@ -163,7 +163,9 @@ def arrivals(scenario: Scenario, source: str, rng: random.Random) -> Iterator[Ar
         for event_ns, model in _events(msg, source):
             if rng.random() < LOST_EVENTS:
                 continue
-            session = Session(OPENWEBUI, msg.user, event_ns, event_ns, model=model, kind="request")
+            # The filter's request hook reports each call; webhooks each message.
+            kind: SessionKind = "call" if source.startswith("filter") else "request"
+            session = Session(OPENWEBUI, msg.user, event_ns, event_ns, model=model, kind=kind)
             heapq.heappush(
                 heap,
                 Arrival(

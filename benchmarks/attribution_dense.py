@@ -44,7 +44,7 @@ from benchmarks.attribution import (
     replay,
 )
 from processor.config import Config
-from processor.model import Session, User
+from processor.model import Session, SessionKind, User
 
 S = 1000 * MS
 # (users on the address, total calls per second)
@@ -97,13 +97,13 @@ def timing_bound(calls: list[DenseCall], lag: tuple[int, int]) -> float:
     return alone / len(calls) if calls else 0.0
 
 
-def arrivals(calls: list[DenseCall], rng: random.Random) -> Iterator[Arrival]:
+def arrivals(calls: list[DenseCall], rng: random.Random, kind: SessionKind) -> Iterator[Arrival]:
     """Events (1-30 ms after they are sent) and spans (exported 0.05-5 s after they end)."""
     heap: list[Arrival] = []
     for seq, call in enumerate(calls):
         model = call.model if call.model_known else ""
         session = Session(
-            OPENWEBUI, call.user, call.event_ns, call.event_ns, model=model, kind="request"
+            OPENWEBUI, call.user, call.event_ns, call.event_ns, model=model, kind=kind
         )
         arrive = call.event_ns + rng.randint(1 * MS, 30 * MS)
         heapq.heappush(heap, Arrival(arrive, 2 * seq, "event", session=session))
@@ -130,10 +130,10 @@ def _span(call: DenseCall, end_ns: int) -> Span:
     return span
 
 
-def run(calls: list[DenseCall], config: Config, seed: int) -> Score:
+def run(calls: list[DenseCall], config: Config, seed: int, kind: SessionKind) -> Score:
     """Replay the calls through a fresh correlator built from ``config``; score every span."""
     truth = {c.trace_id: c.user for c in calls}
-    return replay(arrivals(calls, random.Random(seed)), config, truth)
+    return replay(arrivals(calls, random.Random(seed), kind), config, truth)
 
 
 def main() -> int:
@@ -153,7 +153,9 @@ def main() -> int:
     for users, rate in CASES:
         for name, lag in LAGS.items():
             calls = simulate(users, rate, lag, args.minutes, args.seed * 1000 + users)
-            score = run(calls, config, args.seed)
+            # The request hook reports each call; inlet and webhooks each message.
+            kind: SessionKind = "call" if name.startswith("request") else "request"
+            score = run(calls, config, args.seed, kind)
             bound = timing_bound(calls, lag)
             recall = score.attributed / score.spans if score.spans else 0.0
             precision = score.precision()

@@ -910,6 +910,10 @@ class CorrelationConfig(_Frozen):
     # An address with no new evidence for this long of span time falls back to
     # the configured window.
     lag_stale_after: Annotated[Duration, Field(ge=60, le=86_400)] = 900.0
+    # With a learned lag, several candidates are weighed by how likely each one's
+    # lag is: the best user is named only when this many times likelier than the
+    # next user and than "the span's own event was lost" (a ratio, no unit).
+    likelihood_margin: Annotated[FiniteFloat, Field(ge=1.0, le=1_000_000.0)] = 10.0
     # How long a span without exact identity waits for its trace's identity or a
     # matching event; 0 disables holding.
     hold: NonNegativeDuration = 6.0

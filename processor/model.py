@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SessionKind = Literal["session", "request"]
+# "session": a stretch of time; "request": a point in time that may explain several
+# model calls (a chat message); "call": a point in time that explains exactly one.
+SessionKind = Literal["session", "request", "call"]
+EVENT_KINDS: frozenset[str] = frozenset({"request", "call"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +57,6 @@ class Attribution:
     confidence: str  # exact | high | ambiguous
     candidate_count: int = 0  # when ambiguous: how many users matched
     candidates: tuple[User, ...] = ()  # listed only under the "candidates" policy
+    # With a learned lag: how many times likelier the best user was than the
+    # next or a lost event (capped); 0 when window membership decided.
+    margin: int = 0

@@ -503,7 +503,13 @@ def build_correlator(
         if c.learn_lag
         else None
     )
-    resolver = Resolver(window_ns=window_ns, skew_ns=skew_ns, policy=c.ambiguous, lags=lags)
+    resolver = Resolver(
+        window_ns=window_ns,
+        skew_ns=skew_ns,
+        policy=c.ambiguous,
+        lags=lags,
+        margin=c.likelihood_margin,
+    )
     prices = {
         model: Price(p.input_per_million, p.output_per_million)
         for model, p in config.usage.prices.items()

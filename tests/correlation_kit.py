@@ -13,6 +13,7 @@ from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
+from processor.correlate.lag import LagLearner
 from processor.correlate.received import Received
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
@@ -113,6 +114,7 @@ class Kit:
     directory: Directory = field(default_factory=Directory.empty)
     extra_identity: dict[str, str] = field(default_factory=dict)
     hasher: EmailHasher | None = None
+    lags: LagLearner | None = None
 
     def __post_init__(self) -> None:
         self.store = MemorySessionStore(10_000)
@@ -125,7 +127,7 @@ class Kit:
                 self.hold_ms * MS,
                 self.hasher,
             ),
-            Resolver(window_ns=5 * S, skew_ns=500 * MS, policy=self.policy),
+            Resolver(window_ns=5 * S, skew_ns=500 * MS, policy=self.policy, lags=self.lags),
             IdentityReader(self.extra_identity),
             self.store,
             self.traces,

@@ -127,6 +127,8 @@ async def test_request_pushes_one_event_per_model_call(service: Service) -> None
     await settle(f)
 
     assert [e.user.email for e in events(service)] == ["mike.chen@example.com"] * 2
+    # One event per model call: a span that claims it leaves it to no other.
+    assert [e.kind for e in events(service)] == ["call", "call"]
 
 
 async def test_inlet_stays_quiet_once_request_has_run(service: Service) -> None:

@@ -427,3 +427,16 @@ def test_a_start_within_a_week_is_kept() -> None:
         stamp.FromNanoseconds(at)
         [session] = convert(session_msg(start=stamp.ToJsonString(), kind="request"))
         assert session.start_ns == at
+
+
+@pytest.mark.parametrize("kind", ["request", "call"])
+def test_event_kinds_are_points_in_time(kind: str) -> None:
+    """Both event kinds are kept as given, start == end; with an end they are refused."""
+    [session] = convert(session_msg(start=T0, kind=kind))
+    assert session.kind == kind and session.start_ns == session.end_ns == T0_NS
+    assert paths_of(session_msg(start=T0, kind=kind, ttl_seconds=5)) == ["end"]
+
+
+def test_an_unknown_kind_names_the_three_kinds() -> None:
+    """A kind that is none of session, request or call is refused with the list."""
+    assert ("kind", "must be session, request or call") in problems_of(session_msg(kind="burst"))

@@ -127,7 +127,7 @@ def _local_address_towards(url: str) -> str:
 
 
 class Filter:
-    """Pushes one "request" event per model call to otel-user-enricher, in the background."""
+    """Pushes one event per model call ("call") or message ("request"), in the background."""
 
     class Valves(BaseModel):
         """Settings an admin edits in Open WebUI (Admin Panel -> Functions -> Valves)."""
@@ -174,7 +174,9 @@ class Filter:
     ) -> dict[str, Any]:
         """Report the request unless Open WebUI calls ``request`` (it then reports each call)."""
         if not self._request_hook_seen:
-            self._report(body, __user__, __metadata__, __model__, __chat_id__, __message_id__)
+            self._report(
+                "request", body, __user__, __metadata__, __model__, __chat_id__, __message_id__
+            )
         return body
 
     async def request(
@@ -188,11 +190,12 @@ class Filter:
     ) -> dict[str, Any]:
         """Report one model call (Open WebUI >= 0.11.2 runs this right before each)."""
         self._request_hook_seen = True
-        self._report(body, __user__, __metadata__, __model__, __chat_id__, __message_id__)
+        self._report("call", body, __user__, __metadata__, __model__, __chat_id__, __message_id__)
         return body
 
     def _report(
         self,
+        kind: str,
         body: object,
         user: dict[str, Any] | None,
         metadata: dict[str, Any] | None,
@@ -205,7 +208,7 @@ class Filter:
             valves = self.valves
             if not valves.enabled or not valves.endpoint.strip():
                 return
-            event = self._event(body, user, metadata, model, chat_id, message_id)
+            event = self._event(kind, body, user, metadata, model, chat_id, message_id)
             if event is None:
                 return
             if len(self._pending) >= MAX_PENDING:
@@ -229,6 +232,7 @@ class Filter:
 
     def _event(
         self,
+        kind: str,
         body: object,
         user: dict[str, Any] | None,
         metadata: dict[str, Any] | None,
@@ -236,7 +240,11 @@ class Filter:
         chat_id: str | None,
         message_id: str | None,
     ) -> dict[str, Any] | None:
-        """The request event (without source_ip), or None when there is no user to report."""
+        """The event (without source_ip), or None when there is no user to report.
+
+        ``kind`` is "call" from the ``request`` hook (one event per model call)
+        and "request" from ``inlet`` (one per message, which may cause several calls).
+        """
         if not isinstance(user, dict):
             return None
         user_id = _clip(user.get("id"))
@@ -253,7 +261,7 @@ class Filter:
         body_model = body.get("model") if isinstance(body, dict) else None
         model_id = model.get("id") if isinstance(model, dict) else None
         event: dict[str, Any] = {
-            "kind": "request",
+            "kind": kind,
             "user": {k: v for k, v in who.items() if v},
             "start": _now_rfc3339(),
             "model": _clip(body_model) or _clip(model_id),

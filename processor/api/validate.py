@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.errors import InvalidInput, Problem
-from processor.model import Session, SessionKind, User
+from processor.model import EVENT_KINDS, Session, SessionKind, User
 
 MAX_SESSIONS_PER_PUSH = 1000
 MAX_TEXT = 256  # bytes of any one string field: ids, emails, names, models
@@ -84,7 +84,7 @@ def _to_session(
     start_ns = m.start.ToNanoseconds() if m.HasField("start") else now_ns
     if abs(start_ns - now_ns) > MAX_TTL_S * _NS:
         problems.append(Problem("start", "must be within 7 days of now"))
-    end_ns = start_ns if kind == "request" else _end(m, start_ns, default_ttl_s, problems)
+    end_ns = start_ns if kind in EVENT_KINDS else _end(m, start_ns, default_ttl_s, problems)
     for name, value in (("model", m.model), ("chat_id", m.chat_id), ("message_id", m.message_id)):
         _check_text(name, value, problems)
     trace_id = m.trace_id.lower()
@@ -98,13 +98,13 @@ def _to_session(
 def _kind(m: pb.Session, problems: list[Problem]) -> SessionKind | None:
     if m.kind in ("", "session"):
         return "session"
-    if m.kind != "request":
-        problems.append(Problem("kind", "must be session or request"))
+    if m.kind not in EVENT_KINDS:
+        problems.append(Problem("kind", "must be session, request or call"))
         return None
     if m.HasField("end") or m.ttl_seconds:
         problems.append(Problem("end", "a request event is a point in time: no end or ttl_seconds"))
         return None
-    return "request"
+    return "call" if m.kind == "call" else "request"
 
 
 def _source_ip(text: str, problems: list[Problem]) -> str | None:

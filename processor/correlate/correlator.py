@@ -401,8 +401,7 @@ class Correlator:
         out = Outcome()
         due = self._hold.due(now_ns)
         out.released_deadline += len(due)
-        memo: Memo = {}
-        self._emit(due, out, lambda h: self._traced(h) or self._resolve_held(h.facts, memo))
+        self._emit(due, out, self._in_start_order(due))
         return out
 
     def drain(self) -> Outcome:
@@ -410,9 +409,31 @@ class Correlator:
         out = Outcome()
         held = self._hold.drain()
         out.released_deadline += len(held)
-        memo: Memo = {}
-        self._emit(held, out, lambda h: self._traced(h) or self._resolve_held(h.facts, memo))
+        self._emit(held, out, self._in_start_order(held))
         return out
+
+    def _in_start_order(self, released: Sequence[HeldSpan]) -> Decide:
+        """Decide ``released`` by trace, timing and directory, in span start order.
+
+        Deciding earlier calls first lets each claim its call event before a later
+        call could (see ``claims``); the spans still leave in their own order. A
+        decision that raised raises again when :meth:`_emit` asks for it.
+        """
+        memo: Memo = {}
+        decided: dict[int, Attribution | Exception | None] = {}
+        for held in sorted(released, key=lambda h: h.facts.start_ns):
+            try:
+                decided[id(held)] = self._traced(held) or self._resolve_held(held.facts, memo)
+            except Exception as exc:  # re-raised in _emit, which fails open
+                decided[id(held)] = exc
+
+        def decide(held: HeldSpan) -> Attribution | None:
+            a = decided[id(held)]
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+        return decide
 
     def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
         released = self._hold.trace(trace_id)

@@ -22,6 +22,7 @@ METHOD = "user.attribution.method"
 CONFIDENCE = "user.attribution.confidence"
 CANDIDATES = "user.attribution.candidates"
 CANDIDATE_COUNT = "user.attribution.candidate_count"
+MARGIN = "user.attribution.margin"
 
 WRITTEN_KEYS: tuple[str, ...] = (
     USER_ID,
@@ -35,6 +36,7 @@ WRITTEN_KEYS: tuple[str, ...] = (
     CONFIDENCE,
     CANDIDATES,
     CANDIDATE_COUNT,
+    MARGIN,
 )
 
 # Each entry is a few hundred bytes; a directory of this many users fits easily.
@@ -98,6 +100,8 @@ def attribution_attributes(a: Attribution, hasher: EmailHasher | None = None) ->
     out.append(_text(CONFIDENCE, a.confidence))
     if a.candidate_count:
         out.append(KeyValue(key=CANDIDATE_COUNT, value=AnyValue(int_value=a.candidate_count)))
+    if a.margin:
+        out.append(KeyValue(key=MARGIN, value=AnyValue(int_value=a.margin)))
     if a.candidates:
         out.append(_texts(CANDIDATES, (_shown(c, hasher) for c in a.candidates)))
     return out

@@ -54,6 +54,14 @@ _DECAY_SPANS = 4_000.0
 # nothing is learned yet), and when first asked.
 _REFRESH_EVERY = 256
 _REFRESH_EARLY = 8
+# Shape of the learned lag (see _shape): the tail is measured in segments of
+# this many bins, a prior of this many spans is spread evenly over all bins, and this
+# share of spans is assumed to have lost its event (fire-and-forget sources
+# lose a few).
+_TAIL_SEGMENT = 50
+_TAIL_SIGMAS = 1.0
+_PRIOR_SPANS = 2.0
+_LOST = 0.02
 # Offsets taken from one span at most (nearest to the span first are not
 # preferred: a cap must not bend the flat floor, so the span is skipped instead).
 MAX_OFFSETS_PER_SPAN = 64
@@ -76,14 +84,31 @@ class Window:
         return self.lo_ns <= offset_ns <= self.hi_ns
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class LagSummary:
-    """What /metrics shows for one address: learned lag quantiles and evidence."""
+    """One address's learned lag: quantiles and evidence for /metrics, and its shape.
+
+    ``density[i]`` is the learned probability that a span's own event lies in
+    offset bin ``i`` (bins of ``BIN_NS`` from the configured window's start);
+    ``null`` is, on the same scale, how likely a candidate is another person's
+    event when the span's own event never arrived. Both are smoothed so that no
+    offset in the configured window is impossible.
+    """
 
     samples: float  # offsets that stood above the floor (decayed)
     p50_ns: int
     p99_ns: int
     window: Window
+    base_ns: int = 0
+    density: tuple[float, ...] = ()
+    null: float = 0.0
+
+    def likelihood(self, offset_ns: int) -> float:
+        """How likely a span starting ``offset_ns`` after an event is that event's call."""
+        i = (offset_ns - self.base_ns) // BIN_NS
+        if 0 <= i < len(self.density):
+            return self.density[i]
+        return 0.0
 
 
 class _Source:
@@ -177,7 +202,7 @@ class LagLearner:
             self._sources.move_to_end(ip)
         return source
 
-    def _explains(self, source: _Source, window: Window) -> bool:
+    def _explains(self, source: _Source, window: Window, seen_floor: float) -> bool:
         """Whether ``window`` holds (nearly) every observed span's true event.
 
         Each observed span has one true event, so of all offsets counted, those
@@ -187,7 +212,7 @@ class LagLearner:
         (heavy-tailed, or too few samples yet to see it) fails this: a window cut
         from it would leave true events out and let other users' in.
         """
-        floor = max(0.0, source.total - source.spans) / len(source.bins)
+        floor = max(seen_floor, source.total - source.spans) / len(source.bins)
         first = (window.lo_ns - self._lo) // BIN_NS
         last = (window.hi_ns - self._lo) // BIN_NS
         inside = source.bins[first : last + 1]
@@ -222,10 +247,80 @@ class LagLearner:
             min(self.configured.hi_ns, hi_ns + pad),
             learned=True,
         )
-        if not self._explains(source, window):
+        if not self._explains(source, window, floor * len(bins)):
             return None
         center = self._lo + BIN_NS // 2
-        return LagSummary(mass, center + median * BIN_NS, center + p99 * BIN_NS, window)
+        density, null = _shape(
+            source,
+            (low, high),
+            ((window.lo_ns - self._lo) // BIN_NS, (window.hi_ns - self._lo) // BIN_NS),
+        )
+        return LagSummary(
+            mass,
+            center + median * BIN_NS,
+            center + p99 * BIN_NS,
+            window,
+            base_ns=self._lo,
+            density=density,
+            null=null,
+        )
+
+
+def _shape(
+    source: _Source, core: tuple[int, int], window: tuple[int, int]
+) -> tuple[tuple[float, ...], float]:
+    """The lag's per-bin probability and the null weight (see :class:`LagSummary`).
+
+    Between the lag's quantiles (bins ``core``, inclusive) the lag is taken as
+    uniform: a few hundred spans cannot tell 20 ms from 60 ms apart, so every
+    event there is as likely as any other. The padding around it, up to the
+    learned window (bins ``window``), holds the rare true event just beyond the
+    quantiles: it is given all the spans the core leaves unexplained (with the
+    floor's noise), so a lag the core cuts short keeps its weight there, while a
+    well-measured narrow one makes an event in the core outweigh one beside it.
+    Outside, the evidence decides: other people's offsets are spread evenly, so
+    the known floor is the offsets beyond one per span divided by the bins, and
+    a segment's excess over it (_TAIL_SEGMENT bins, and only where it stands
+    out of the floor's noise) is the tail's: a lag that sometimes runs to
+    seconds. A prior of _PRIOR_SPANS spread over every bin keeps every offset
+    possible, which keeps thin evidence cautious.
+    """
+    bins, spans = source.bins, max(source.spans, 1.0)
+    n = len(bins)
+    floor = max(0.0, source.total - source.spans) / n
+    excess = [b - floor for b in bins]
+    first, last = window
+    prior = _PRIOR_SPANS / n
+    scale = spans + _PRIOR_SPANS
+
+    def measured(region: list[int]) -> float:
+        """The region's excess per bin, or 0 where it is within the floor's noise."""
+        mass = sum(excess[i] for i in region)
+        noise = math.sqrt(floor * len(region))
+        return mass / len(region) if region and mass > _TAIL_SIGMAS * noise else 0.0
+
+    width = core[1] - core[0] + 1
+    explained = max(0.0, sum(excess[core[0] : core[1] + 1]))
+    inside = explained / width + prior
+    # What the core does not explain (with its noise) may all lie in the padding.
+    pad_bins = max(1, (last - first + 1) - width)
+    missing = max(0.0, spans - explained) + 2.0 * math.sqrt(floor * width)
+    padding = missing / pad_bins + prior
+    shape = [inside] * n
+    # Outward from the core in segments, so that a tail is measured where it is.
+    right = [
+        list(range(i, min(n, i + _TAIL_SEGMENT))) for i in range(core[1] + 1, n, _TAIL_SEGMENT)
+    ]
+    left = [list(range(max(0, i - _TAIL_SEGMENT), i)) for i in range(core[0], 0, -_TAIL_SEGMENT)]
+    for segment in right + left:
+        seen = measured(segment) + prior
+        for i in segment:
+            base = padding if first <= i <= last else prior
+            shape[i] = min(inside, max(base, seen))
+    # The null: the span's event was lost (share _LOST) and the candidate is one
+    # of the floor's other people, who land in a bin at rate floor / spans.
+    null = (floor / spans) * _LOST / (1.0 - _LOST)
+    return tuple(v / scale for v in shape), null
 
 
 def _peak(bins: array[float], floor: float) -> tuple[int, int]:

@@ -8,12 +8,14 @@ beyond a trace map, so they live with the span walk in ``correlator``.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from processor.correlate.lag import LagLearner, Window
+from processor.correlate.claims import Claims
+from processor.correlate.lag import LagLearner, LagSummary
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
 from processor.sessions.store import SessionLookup
@@ -21,6 +23,9 @@ from processor.sessions.store import SessionLookup
 AmbiguityPolicy = Literal["skip", "nearest", "candidates"]
 # Spans of one batch and address that train the lag learner at most (evenly spread).
 _LEARN_PER_BATCH = 32
+# A person's events closer together than this train the learner as one (see
+# _one_per_burst).
+_BURST_NS = 60_000_000
 # Per-batch memo of long-session decisions: ip -> (valid from, valid until, decision).
 Memo = dict[str, tuple[int, int, "Attribution | None"]]
 
@@ -29,6 +34,10 @@ DIRECTORY = "directory"
 EXACT = "exact"
 HIGH = "high"
 AMBIGUOUS = "ambiguous"
+# With a learned lag, the best user must be this many times likelier than the
+# next (and than a lost event); the margin written on spans is capped here.
+DEFAULT_MARGIN = 10.0
+MARGIN_CAP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +70,20 @@ class Resolver:
         skew_ns: int,
         policy: AmbiguityPolicy,
         lags: LagLearner | None = None,
+        margin: float = DEFAULT_MARGIN,
     ) -> None:
         self._window_ns = window_ns
         self._skew_ns = skew_ns
         self._policy = policy
         # Learns each address's real lag from spans with events in the configured
-        # window; until it is confident the configured window decides.
+        # window; until it is confident, window membership decides.
         self.lags = lags
+        self._margin = margin
+        self.claims = Claims()
 
-    def _window(self, ip: str, t_ns: int) -> Window | None:
-        """The learned window at ``ip``, or None where the configured one applies."""
-        if self.lags is None:
-            return None
-        window = self.lags.window(ip, t_ns)
-        return window if window.learned else None
+    def _learned(self, ip: str, t_ns: int) -> LagSummary | None:
+        """The learned lag at ``ip``, or None where window membership decides."""
+        return self.lags.summary(ip, t_ns) if self.lags is not None else None
 
     def resolve(
         self, facts: SpanFacts, sessions: SessionLookup, directory: Directory
@@ -127,26 +136,29 @@ class Resolver:
         window, skew = self._window_ns, self._skew_ns
         events = sessions.events_near(ip, min(times) - window, max(times) + skew)
         at = [e.start_ns for e in events]
-        # Each span's candidates: the events in the learned window, else (none
-        # there, or nothing learned) those in the configured window.
-        narrow: tuple[int, int] | None = None
+        learned: LagSummary | None = None
         if self.lags is not None:
-            self._learn_at(ip, times, at)
-            learned = self._window(ip, max(times))
-            if learned is not None:
-                narrow = learned.hi_ns, -learned.lo_ns
+            self._learn_at(ip, times, events)
+            learned = self._learned(ip, max(times))
         shared: dict[tuple[int, int, str], Attribution | _Open | None] = {}
         memo: Memo = {}
         out: list[Attribution | None] = []
+        if learned is not None:
+            # Decided by the learned lag, each span by its own offsets, in start
+            # order so that claimed call events pass from earlier calls to later.
+            decided: list[Attribution | None] = [None] * len(times)
+            for i in sorted(range(len(times)), key=times.__getitem__):
+                t = times[i]
+                lo, hi = bisect_left(at, t - window), bisect_right(at, t + skew)
+                found = self._likeliest(_same_model(events[lo:hi], models[i]), t, learned)
+                decided[i] = found or self.by_address(ip, t, sessions, directory, memo)
+            return decided
         for t, model in zip(times, models, strict=True):
-            key = (bisect_left(at, t - window), bisect_right(at, t + skew), model)
-            if narrow is not None:
-                lo, hi = bisect_left(at, t - narrow[0]), bisect_right(at, t + narrow[1])
-                if lo < hi:
-                    key = (lo, hi, model)
+            lo, hi = bisect_left(at, t - window), bisect_right(at, t + skew)
+            key = (lo, hi, model)
             decision = shared.get(key, _UNSEEN)
             if decision is _UNSEEN:
-                decision = shared[key] = self._shared(events[key[0] : key[1]], model)
+                decision = shared[key] = self._shared(events[lo:hi], model)
             if decision is _NO_EVENT:
                 hit = memo.get(ip)
                 if hit is not None and hit[0] <= t < hit[1]:
@@ -167,9 +179,7 @@ class Resolver:
 
     def _shared(self, events: list[Session], model: str) -> Attribution | _Open:
         """The decision every span with these candidate events shares, if any."""
-        if model:
-            events = [e for e in events if not e.model or same_model(e.model, model)]
-        users = _distinct(e.user for e in events)
+        users = _distinct(e.user for e in _same_model(events, model))
         if not users:
             return _NO_EVENT
         if len(users) > 1:
@@ -182,26 +192,17 @@ class Resolver:
         """Request events the span may answer, nearest first, after model narrowing.
 
         A span starting at S answers an event at T when T - skew <= S <= T + window
-        (the configured window), or, once the address's lag is learned, when S - T
-        lies in the learned window. Events naming a different model than the span
+        (the configured window). Events naming a different model than the span
         are ruled out; events without a model stay in. With ``learn`` the span's
-        offsets to the events in the configured window train the learner.
+        offsets to the events in the window train the learner.
         """
         ip = facts.ip
         assert ip is not None
         start = facts.start_ns
         events = sessions.events_near(ip, start - self._window_ns, start + self._skew_ns)
-        if facts.model:
-            events = [e for e in events if not e.model or same_model(e.model, facts.model)]
-        if self.lags is not None:
-            if learn:
-                self.lags.observe(ip, start, [e.start_ns for e in events])
-            learned = self._window(ip, start)
-            if learned is not None:
-                # No event in the learned window: the configured one decides, as
-                # before anything was learned (the true event may lie in a tail).
-                inside = [e for e in events if learned.covers(start - e.start_ns)]
-                events = inside or events
+        events = _same_model(events, facts.model)
+        if self.lags is not None and learn:
+            self.lags.observe(ip, start, _one_per_burst(events, start))
         events.sort(key=lambda e: abs(start - e.start_ns))
         return events
 
@@ -211,16 +212,66 @@ class Resolver:
         assert facts.ip is not None
         if not sessions.has_events(facts.ip):
             return None
-        users = _distinct(e.user for e in self._event_candidates(facts, sessions, learn=learn))
-        return self._decide(users)
+        events = self._event_candidates(facts, sessions, learn=learn)
+        learned = self._learned(facts.ip, facts.start_ns)
+        if learned is not None:
+            return self._likeliest(events, facts.start_ns, learned)
+        return self._decide(_distinct(e.user for e in events))
 
-    def _learn_at(self, ip: str, times: Sequence[int], at: Sequence[int]) -> None:
+    def _likeliest(
+        self, events: Sequence[Session], start_ns: int, learned: LagSummary
+    ) -> Attribution | None:
+        """The user whose events best explain a span starting at ``start_ns``.
+
+        Each candidate event weighs as likely as its offset is under the learned
+        lag; a user's weight is the sum over their events. The best user is named
+        only when it outweighs both the next user and the null (the span's own
+        event was lost and the best is someone else's) by the margin, and then
+        claims its event if it is the user's only candidate and a ``call`` (see
+        ``claims``); claimed events are no candidates. Below the margin: ambiguous between several
+        users, or no event-based answer for one.
+        """
+        weights: dict[str, float] = {}
+        users: dict[str, User] = {}
+        own: dict[str, list[Session]] = {}
+        for e in self.claims.open(list(events)):
+            key = e.user.key
+            users.setdefault(key, e.user)
+            own.setdefault(key, []).append(e)
+            weights[key] = weights.get(key, 0.0) + learned.likelihood(start_ns - e.start_ns)
+        if not weights:
+            return None
+        ranked = sorted(weights, key=weights.__getitem__, reverse=True)
+        best = weights[ranked[0]]
+        rival = max(weights[ranked[1]] if len(ranked) > 1 else 0.0, learned.null)
+        ratio = best / rival if rival > 0.0 else math.inf
+        margin = int(min(ratio, MARGIN_CAP))
+        n = len(ranked)
+        if ratio >= self._margin:
+            mine = own[ranked[0]]
+            if len(mine) == 1:  # which of several of the user's events is unknown
+                self.claims.claim(mine[0])
+            return Attribution(users[ranked[0]], SESSION, HIGH, candidate_count=n, margin=margin)
+        if n == 1:
+            return None  # more likely a lost event than this user's
+        if self._policy == "nearest":
+            return Attribution(
+                users[ranked[0]], SESSION, AMBIGUOUS, candidate_count=n, margin=margin
+            )
+        listed = tuple(users[k] for k in ranked) if self._policy == "candidates" else ()
+        return Attribution(
+            None, SESSION, AMBIGUOUS, candidate_count=n, candidates=listed, margin=margin
+        )
+
+    def _learn_at(self, ip: str, times: Sequence[int], events: Sequence[Session]) -> None:
         """Train the learner with a batch's spans at ``ip`` (at most _LEARN_PER_BATCH)."""
         assert self.lags is not None
         window, skew = self._window_ns, self._skew_ns
+        at = [e.start_ns for e in events]
         step = max(1, len(times) // _LEARN_PER_BATCH)
         for t in times[::step]:
-            self.lags.observe(ip, t, at[bisect_left(at, t - window) : bisect_right(at, t + skew)])
+            near = events[bisect_left(at, t - window) : bisect_right(at, t + skew)]
+            self.lags.observe(ip, t, _one_per_burst(near, t))
 
     def _by_sessions(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
         assert facts.ip is not None
@@ -254,6 +305,38 @@ class _Open:
 
 
 _NO_EVENT, _PER_SPAN, _UNSEEN = _Open(), _Open(), _Open()
+
+
+def _same_model(events: Iterable[Session], model: str) -> list[Session]:
+    """The events a span asking for ``model`` may answer (those without a model stay in)."""
+    if not model:
+        return list(events)
+    return [e for e in events if not e.model or same_model(e.model, model)]
+
+
+def _one_per_burst(events: Iterable[Session], start_ns: int) -> list[int]:
+    """Event times that train the lag learner: one per burst of a person's events.
+
+    A span is one person's call, so of a burst of that person's events close
+    together (a message's follow-up calls, all requested at once) only one can
+    be its own; counting each would stand several times near the true lag and
+    overstate how much the peak explains. Per person, events less than _BURST_NS
+    after the previous one join its burst, and the burst counts with the event
+    nearest to ``start_ns``. Other people's events stay spread evenly.
+    """
+    out: list[int] = []
+    last: dict[str, tuple[int, int]] = {}  # user -> (latest event, index in out)
+    for e in sorted(events, key=lambda e: e.start_ns):
+        seen = last.get(e.user.key)
+        if seen is not None and e.start_ns - seen[0] < _BURST_NS:
+            i = seen[1]
+            if abs(start_ns - e.start_ns) < abs(start_ns - out[i]):
+                out[i] = e.start_ns
+            last[e.user.key] = (e.start_ns, i)
+            continue
+        last[e.user.key] = (e.start_ns, len(out))
+        out.append(e.start_ns)
+    return out
 
 
 def _distinct(users: Iterable[User]) -> tuple[User, ...]:

@@ -1,7 +1,7 @@
 """Request events, stored compactly: millions of them must fit in a few hundred MB.
 
 A request event is a point in time, so per address it is kept as a start time
-in one sorted list and a ``(user, model, trace id)`` triple in a parallel list. Users and
+in one sorted list and a ``(user, model, trace id, kind)`` tuple in a parallel list. Users and
 model names are interned: a user's thousand events share one ``User``. A FIFO of
 ``(start, address)`` gives the oldest-first eviction order and lets expiry trim
 it from the front; events arrive roughly in time order, so both stay cheap.
@@ -14,7 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
-from processor.model import Session, User
+from processor.model import Session, SessionKind, User
 
 # Interned users kept at most; past it the table starts over (references held by
 # stored events stay valid, new events just stop sharing with old ones).
@@ -24,7 +24,8 @@ _USERS_LIMIT = 200_000
 @dataclass(slots=True)
 class _AddressEvents:
     starts: list[int] = field(default_factory=list)
-    entries: list[tuple[User, str, str]] = field(default_factory=list)  # user, model, trace
+    # user, model, trace, kind
+    entries: list[tuple[User, str, str, SessionKind]] = field(default_factory=list)
 
 
 class EventIndex:
@@ -51,7 +52,8 @@ class EventIndex:
         i = bisect_right(entry.starts, session.start_ns)
         entry.starts.insert(i, session.start_ns)
         trace = session.trace_id or ""
-        entry.entries.insert(i, (self._intern(session.user), sys.intern(session.model), trace))
+        user, model = self._intern(session.user), sys.intern(session.model)
+        entry.entries.insert(i, (user, model, trace, session.kind))
         self._order.append((session.start_ns, ip))
         self._count += 1
 
@@ -63,8 +65,8 @@ class EventIndex:
         lo = bisect_left(entry.starts, lo_ns)
         hi = bisect_right(entry.starts, hi_ns)
         return [
-            Session(ip, user, start, start, model=model, trace_id=trace, kind="request")
-            for start, (user, model, trace) in zip(
+            Session(ip, user, start, start, model=model, trace_id=trace, kind=kind)
+            for start, (user, model, trace, kind) in zip(
                 entry.starts[lo:hi], entry.entries[lo:hi], strict=True
             )
         ]

@@ -7,7 +7,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from itertools import count
 
-from processor.model import Session, User
+from processor.model import EVENT_KINDS, Session, User
 from processor.sessions.events import EventIndex
 from processor.sessions.store import NEVER, Match
 
@@ -56,7 +56,7 @@ class MemorySessionStore:
 
     def add(self, session: Session) -> None:
         """Store ``session``; a push that overlaps the same user's session extends it."""
-        if session.kind == "request":
+        if session.kind in EVENT_KINDS:
             self._events.add(session)
             self._evict()
             return

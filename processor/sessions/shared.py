@@ -29,7 +29,7 @@ import structlog
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from processor.model import Session, User
+from processor.model import Session, SessionKind, User
 
 log = structlog.get_logger("processor.sessions.shared")
 
@@ -76,8 +76,14 @@ def session_from_json(data: dict[str, Any]) -> Session:
         end_ns=int(data["end_ns"]),
         model=str(data["model"]),
         trace_id=str(data["trace_id"]),
-        kind="request" if data["kind"] == "request" else "session",
+        kind=_kind(data["kind"]),
     )
+
+
+def _kind(text: object) -> SessionKind:
+    if text == "request" or text == "call":
+        return text
+    return "session"
 
 
 def safe_url(url: str) -> str:
