@@ -342,14 +342,15 @@ class Metrics:
         self.trace_identities = Gauge("trace_identities", "Traces whose user is known")
         self.learned_lag = LabelledGauges(
             "learned_lag_seconds",
-            "Learned event -> span lag per identity-source address (median and 99th percentile)",
-            ["address", "quantile"],
+            "Learned event -> span lag per identity-source address and event kind "
+            "(median and 99th percentile)",
+            ["address", "kind", "quantile"],
         )
         self.learned_lag_samples = LabelledGauges(
             "learned_lag_samples",
-            "Spans whose true event the learned lag rests on, per address (decayed); "
-            "an address is absent while the configured window applies",
-            ["address"],
+            "Spans whose true event the learned lag rests on, per address and event kind "
+            "(decayed); a source is absent while window membership decides",
+            ["address", "kind"],
         )
         self.sessions_active = Gauge("sessions_active", "Sessions held in the session store")
         self.sessions_pushed = Counter(

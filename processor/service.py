@@ -190,7 +190,7 @@ class Service:
         if lags is not None:
             m.learned_lag.set_function(lambda: _lag_quantiles(lags, self._clock_ns()))
             m.learned_lag_samples.set_function(
-                lambda: {(ip,): s.samples for ip, s in lags.summaries(self._clock_ns()).items()}
+                lambda: {key: s.samples for key, s in lags.summaries(self._clock_ns()).items()}
             )
         # The in-memory store is always usable; Redis reports its state as it changes.
         m.store_connected.set(1 if self.share is None else 0)
@@ -567,11 +567,11 @@ async def _listen(runner: web.AppRunner, endpoint: str, tls: TlsConfig) -> str:
 
 
 def _lag_quantiles(lags: LagLearner, now_ns: int) -> dict[tuple[str, ...], float]:
-    """The learned lag's median and 99th percentile per address, in seconds."""
+    """The learned lag's median and 99th percentile per address and event kind, in seconds."""
     out: dict[tuple[str, ...], float] = {}
-    for ip, summary in lags.summaries(now_ns).items():
-        out[(ip, "0.5")] = summary.p50_ns / _NS
-        out[(ip, "0.99")] = summary.p99_ns / _NS
+    for (ip, kind), summary in lags.summaries(now_ns).items():
+        out[(ip, kind, "0.5")] = summary.p50_ns / _NS
+        out[(ip, kind, "0.99")] = summary.p99_ns / _NS
     return out
 
 

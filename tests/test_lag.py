@@ -26,6 +26,7 @@ def busy_address(
     lag: tuple[int, int],
     seed: int = 1,
     ip: str = IP,
+    kind: str = "request",
 ) -> int:
     """Feed ``spans`` spans whose true event leads by ``lag`` among Poisson others.
 
@@ -41,7 +42,7 @@ def busy_address(
         starts.append(t + rng.randint(*lag))
     for start in starts:
         near = [e for e in events if CONFIGURED.covers(start - e)]
-        learner.observe(ip, start, near)
+        learner.observe(ip, start, near, kind)
     return starts[-1]
 
 
@@ -146,7 +147,7 @@ def test_sources_are_bounded() -> None:
     for n in range(5):
         learner.observe(f"10.0.0.{n}", T0, [T0 - 10 * MS])
     assert len(learner._sources) == 3
-    assert "10.0.0.0" not in learner._sources
+    assert ("10.0.0.0", "request") not in learner._sources
 
 
 def test_old_evidence_decays() -> None:
@@ -247,7 +248,7 @@ def test_spans_train_the_learner_through_the_resolver() -> None:
 
 
 def test_learned_lags_are_exposed_per_address() -> None:
-    """/metrics shows the learned median, 99th percentile and samples of a learned address."""
+    """/metrics shows the learned median and 99th percentile per address and event kind."""
     from processor.metrics import Metrics
     from processor.service import _lag_quantiles
 
@@ -256,6 +257,30 @@ def test_learned_lags_are_exposed_per_address() -> None:
     metrics = Metrics()
     metrics.learned_lag.set_function(lambda: _lag_quantiles(learner, now))
     text = metrics.scrape().decode()
-    assert f'user_enricher_learned_lag_seconds{{address="{IP}",quantile="0.5"}}' in text
-    assert 0.005 <= metrics.learned_lag.value((IP, "0.5")) <= 0.08
-    assert metrics.learned_lag.value(("10.9.9.9", "0.5")) == 0.0
+    sample = f'user_enricher_learned_lag_seconds{{address="{IP}",kind="request",quantile="0.5"}}'
+    assert sample in text
+    assert 0.005 <= metrics.learned_lag.value((IP, "request", "0.5")) <= 0.08
+    assert metrics.learned_lag.value((IP, "call", "0.5")) == 0.0
+    assert metrics.learned_lag.value(("10.9.9.9", "request", "0.5")) == 0.0
+
+
+def test_each_kind_of_event_has_its_own_lag() -> None:
+    """Call events 5-80 ms ahead and request events 1-2 s ahead on one address: two lags."""
+    learner = LagLearner(CONFIGURED, min_samples=30)
+    busy_address(learner, spans=400, rate_per_s=1.0, lag=(5 * MS, 80 * MS), kind="call")
+    last = busy_address(learner, spans=400, rate_per_s=1.0, lag=(1 * S, 2 * S), seed=2)
+    fast, slow = learner.summary(IP, last, "call"), learner.summary(IP, last, "request")
+    assert fast is not None and slow is not None
+    assert 5 * MS <= fast.p50_ns <= 80 * MS
+    assert 1 * S <= slow.p50_ns <= 2 * S
+
+
+def test_a_kind_not_learned_yet_is_decided_by_the_window() -> None:
+    """Only call events are learned: a span whose candidates are request events is
+    decided by window membership, as before anything was learned."""
+    learner = LagLearner(CONFIGURED, min_samples=30)
+    last = busy_address(learner, spans=400, rate_per_s=4.0, lag=(5 * MS, 80 * MS), kind="call")
+    span_at = last + 10 * S
+    store = store_with((BOB, span_at - 2 * S))  # a request event, lag never learned
+    found = resolver(learner).resolve(SpanFacts(IP, span_at), store, Directory.empty())
+    assert found is not None and found.user == BOB and found.margin == 0

@@ -23,9 +23,12 @@ NOBODY = Directory.empty()
 
 
 def trained() -> tuple[LagLearner, int]:
-    """A learner that knows GW's lag is 5-80 ms, and a time just after its evidence."""
+    """A learner that knows GW's lag is 5-80 ms for both kinds of event, and a time after it."""
     learner = LagLearner(CONFIGURED, min_samples=30)
-    last = busy_address(learner, spans=400, rate_per_s=4.0, lag=(5 * MS, 80 * MS), ip=GW)
+    for kind in ("request", "call"):
+        last = busy_address(
+            learner, spans=400, rate_per_s=4.0, lag=(5 * MS, 80 * MS), ip=GW, kind=kind
+        )
     return learner, last + 10 * S
 
 

@@ -19,8 +19,12 @@ Bounds: offsets outside the configured window are never counted (events from the
 far past or future cannot move it), the learned window always lies inside the
 configured one, counts decay by halving so an address that changes is relearned,
 an address with no evidence for ``stale_ns`` of span time falls back to the
-configured window, and at most ``max_sources`` addresses are tracked (least
+configured window, and at most ``max_sources`` sources are tracked (least
 recently seen dropped).
+
+A source is an address *and* a kind of event: the filter's ``call`` events lead
+their spans by milliseconds, a webhook's ``request`` events by seconds, so each
+kind at each address has its own histogram.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 BIN_NS = 5_000_000  # 5 ms: the filter hook's lag is 5-80 ms
+# A source of events: the address they report and their kind ("call", "request").
+Source = tuple[str, str]
 # The peak must stand this many standard deviations of the floor's noise above it.
 _SIGNIFICANCE = 5.0
 # The peak is the run of bins above the floor by this many of its standard
@@ -143,14 +149,16 @@ class LagLearner:
         self._max_sources = max_sources
         self._lo = configured.lo_ns
         self._nbins = (configured.hi_ns - configured.lo_ns) // BIN_NS + 1
-        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._sources: OrderedDict[Source, _Source] = OrderedDict()
 
-    def observe(self, ip: str, span_start_ns: int, event_starts: Iterable[int]) -> None:
-        """Count the offsets of a span to every event in its configured window."""
+    def observe(
+        self, ip: str, span_start_ns: int, event_starts: Iterable[int], kind: str = "request"
+    ) -> None:
+        """Count the offsets of a span to every ``kind`` event in its configured window."""
         offsets = [span_start_ns - t for t in event_starts]
         if not offsets or len(offsets) > MAX_OFFSETS_PER_SPAN:
             return
-        source = self._source(ip)
+        source = self._source((ip, kind))
         source.last_seen_ns = max(source.last_seen_ns, span_start_ns)
         lo, nbins, bins = self._lo, self._nbins, source.bins
         source.spans += 1.0
@@ -168,14 +176,14 @@ class LagLearner:
             source.total *= 0.5
             source.spans *= 0.5
 
-    def window(self, ip: str, now_ns: int) -> Window:
-        """The window for spans at ``ip`` starting near ``now_ns``."""
-        summary = self.summary(ip, now_ns)
+    def window(self, ip: str, now_ns: int, kind: str = "request") -> Window:
+        """The window for spans at ``ip`` starting near ``now_ns``, for ``kind`` events."""
+        summary = self.summary(ip, now_ns, kind)
         return summary.window if summary is not None else self.configured
 
-    def summary(self, ip: str, now_ns: int) -> LagSummary | None:
-        """The learned lag at ``ip``; None while unconfident or stale."""
-        source = self._sources.get(ip)
+    def summary(self, ip: str, now_ns: int, kind: str = "request") -> LagSummary | None:
+        """The learned lag of ``kind`` events at ``ip``; None while unconfident or stale."""
+        source = self._sources.get((ip, kind))
         if source is None or now_ns - source.last_seen_ns > self._stale_ns:
             return None
         if source.dirty:
@@ -183,23 +191,23 @@ class LagLearner:
             source.dirty, source.added = False, 0
         return source.summary
 
-    def summaries(self, now_ns: int) -> dict[str, LagSummary]:
-        """Every address with a learned lag (for /metrics)."""
+    def summaries(self, now_ns: int) -> dict[Source, LagSummary]:
+        """Every (address, event kind) with a learned lag (for /metrics)."""
         out = {}
-        for ip in list(self._sources):
-            summary = self.summary(ip, now_ns)
+        for ip, kind in list(self._sources):
+            summary = self.summary(ip, now_ns, kind)
             if summary is not None:
-                out[ip] = summary
+                out[(ip, kind)] = summary
         return out
 
-    def _source(self, ip: str) -> _Source:
-        source = self._sources.get(ip)
+    def _source(self, key: Source) -> _Source:
+        source = self._sources.get(key)
         if source is None:
             if len(self._sources) >= self._max_sources:
                 self._sources.popitem(last=False)
-            source = self._sources[ip] = _Source(self._nbins)
+            source = self._sources[key] = _Source(self._nbins)
         else:
-            self._sources.move_to_end(ip)
+            self._sources.move_to_end(key)
         return source
 
     def _explains(self, source: _Source, window: Window, seen_floor: float) -> bool:

@@ -26,6 +26,8 @@ _LEARN_PER_BATCH = 32
 # A person's events closer together than this train the learner as one (see
 # _one_per_burst).
 _BURST_NS = 60_000_000
+# The learned lag of each event kind at one address.
+Learned = dict[str, LagSummary]
 # Per-batch memo of long-session decisions: ip -> (valid from, valid until, decision).
 Memo = dict[str, tuple[int, int, "Attribution | None"]]
 
@@ -81,9 +83,21 @@ class Resolver:
         self._margin = margin
         self.claims = Claims()
 
-    def _learned(self, ip: str, t_ns: int) -> LagSummary | None:
-        """The learned lag at ``ip``, or None where window membership decides."""
-        return self.lags.summary(ip, t_ns) if self.lags is not None else None
+    def _learned(self, ip: str, t_ns: int, events: Sequence[Session]) -> Learned | None:
+        """The learned lag of every kind among ``events`` at ``ip``.
+
+        None where window membership decides: nothing learned, no events, or one
+        of their kinds not learned yet (its events could not be weighed).
+        """
+        if self.lags is None or not events:
+            return None
+        out: Learned = {}
+        for kind in {e.kind for e in events}:
+            summary = self.lags.summary(ip, t_ns, kind)
+            if summary is None:
+                return None
+            out[kind] = summary
+        return out
 
     def resolve(
         self, facts: SpanFacts, sessions: SessionLookup, directory: Directory
@@ -136,10 +150,10 @@ class Resolver:
         window, skew = self._window_ns, self._skew_ns
         events = sessions.events_near(ip, min(times) - window, max(times) + skew)
         at = [e.start_ns for e in events]
-        learned: LagSummary | None = None
+        learned: Learned | None = None
         if self.lags is not None:
             self._learn_at(ip, times, events)
-            learned = self._learned(ip, max(times))
+            learned = self._learned(ip, max(times), events)
         shared: dict[tuple[int, int, str], Attribution | _Open | None] = {}
         memo: Memo = {}
         out: list[Attribution | None] = []
@@ -202,7 +216,7 @@ class Resolver:
         events = sessions.events_near(ip, start - self._window_ns, start + self._skew_ns)
         events = _same_model(events, facts.model)
         if self.lags is not None and learn:
-            self.lags.observe(ip, start, _one_per_burst(events, start))
+            _observe(self.lags, ip, start, events)
         events.sort(key=lambda e: abs(start - e.start_ns))
         return events
 
@@ -213,13 +227,13 @@ class Resolver:
         if not sessions.has_events(facts.ip):
             return None
         events = self._event_candidates(facts, sessions, learn=learn)
-        learned = self._learned(facts.ip, facts.start_ns)
+        learned = self._learned(facts.ip, facts.start_ns, events)
         if learned is not None:
             return self._likeliest(events, facts.start_ns, learned)
         return self._decide(_distinct(e.user for e in events))
 
     def _likeliest(
-        self, events: Sequence[Session], start_ns: int, learned: LagSummary
+        self, events: Sequence[Session], start_ns: int, learned: Learned
     ) -> Attribution | None:
         """The user whose events best explain a span starting at ``start_ns``.
 
@@ -238,12 +252,15 @@ class Resolver:
             key = e.user.key
             users.setdefault(key, e.user)
             own.setdefault(key, []).append(e)
-            weights[key] = weights.get(key, 0.0) + learned.likelihood(start_ns - e.start_ns)
+            lag = learned.get(e.kind)
+            w = lag.likelihood(start_ns - e.start_ns) if lag is not None else 0.0
+            weights[key] = weights.get(key, 0.0) + w
         if not weights:
             return None
         ranked = sorted(weights, key=weights.__getitem__, reverse=True)
         best = weights[ranked[0]]
-        rival = max(weights[ranked[1]] if len(ranked) > 1 else 0.0, learned.null)
+        null = max(lag.null for lag in learned.values())
+        rival = max(weights[ranked[1]] if len(ranked) > 1 else 0.0, null)
         ratio = best / rival if rival > 0.0 else math.inf
         margin = int(min(ratio, MARGIN_CAP))
         n = len(ranked)
@@ -270,8 +287,9 @@ class Resolver:
         at = [e.start_ns for e in events]
         step = max(1, len(times) // _LEARN_PER_BATCH)
         for t in times[::step]:
-            near = events[bisect_left(at, t - window) : bisect_right(at, t + skew)]
-            self.lags.observe(ip, t, _one_per_burst(near, t))
+            _observe(
+                self.lags, ip, t, events[bisect_left(at, t - window) : bisect_right(at, t + skew)]
+            )
 
     def _by_sessions(self, facts: SpanFacts, sessions: SessionLookup) -> Attribution | None:
         assert facts.ip is not None
@@ -312,6 +330,14 @@ def _same_model(events: Iterable[Session], model: str) -> list[Session]:
     if not model:
         return list(events)
     return [e for e in events if not e.model or same_model(e.model, model)]
+
+
+def _observe(lags: LagLearner, ip: str, start_ns: int, events: Sequence[Session]) -> None:
+    """Train each kind's learner at ``ip`` with the span's offsets to that kind's events."""
+    kinds = {e.kind for e in events}
+    for kind in kinds:
+        own = events if len(kinds) == 1 else [e for e in events if e.kind == kind]
+        lags.observe(ip, start_ns, _one_per_burst(own, start_ns), kind)
 
 
 def _one_per_burst(events: Iterable[Session], start_ns: int) -> list[int]:
