@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from redis import asyncio as aioredis
 
 from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
@@ -54,6 +54,7 @@ from processor.model import Session, User
 from processor.pipeline import Pipeline
 from processor.receive.grpc_trace import TraceReceiver
 from processor.receive.http_trace import HttpTraceReceiver, build_runner
+from processor.receive.rpc import health_handler
 from processor.security import (
     grpc_server_credentials,
     http_ssl_context,
@@ -361,7 +362,7 @@ class Service:
         if intake is not None and auth is not None:
             handlers.append(SessionServicer(intake, auth, self.metrics).handler())
         server.add_generic_rpc_handlers(handlers)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        server.add_generic_rpc_handlers([health_handler(self._health)])
         host, port = split_endpoint(self.config.receiver.grpc_endpoint)
         address = _join(host, port)
         tls = self.config.receiver.tls

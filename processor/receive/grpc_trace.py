@@ -1,23 +1,23 @@
 """OTLP/gRPC TraceService receiver: decode, hand to the pipeline, answer.
 
-The handler takes the request as raw bytes (no deserializer registered) so that
-an undecodable payload becomes INVALID_ARGUMENT with a message instead of a
-generic gRPC failure, and so that a batch nobody changed is forwarded as the
-very bytes that arrived.
+The method is registered through ``processor.receive.rpc`` with raw bytes, so an
+undecodable payload becomes INVALID_ARGUMENT with a message instead of grpcio's
+UNKNOWN, and a batch nobody changed is forwarded as the very bytes that arrived.
 """
 
 from __future__ import annotations
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from processor.correlate.received import Received
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure, Pipeline
+from processor.receive import rpc
 from processor.security import ReceiverAuth
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -53,25 +53,19 @@ class TraceReceiver:
         self._auth = auth
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to register on a ``grpc.aio`` server."""
-        method = grpc.unary_unary_rpc_method_handler(
-            self.export, request_deserializer=None, response_serializer=None
+        """The generic handler to register on a ``grpc.aio`` server (see ``rpc``)."""
+        method = rpc.unary(
+            self._pipeline.admit,
+            self.export,
+            what="an ExportTraceServiceRequest",
+            serialize=None,
+            auth=self._auth,
+            reject=self._outcome,
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
 
-    async def export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def export(self, received: Received, context: rpc.Context) -> bytes:
         """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
-        if self._auth is not None and not self._auth.allows(context.invocation_metadata()):
-            self._outcome("unauthenticated")
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-        try:
-            received = self._pipeline.admit(raw)
-        except DecodeError as exc:
-            self._outcome("invalid")
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"payload is not an ExportTraceServiceRequest: {exc}",
-            )
         try:
             spans = await self._pipeline.accept(received)
         except Backpressure as exc:
