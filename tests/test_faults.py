@@ -209,3 +209,30 @@ async def test_full_spool_means_backpressure_not_loss(clock: Clock, tmp_path: Pa
         await svc.shutdown(grace_s=1.0)
         await sink.stop()
     print(f"spool full: {figures(len(ledger.acked), ledger, sink)}")
+
+
+async def test_merged_send_failing_retryably_is_delivered_once(clock: Clock) -> None:
+    """Ten batches wait while the downstream hangs, then go out merged into a failure.
+
+    The downstream answers UNAVAILABLE twice (the batch in flight, then the merged
+    request of the others): every batch is requeued and delivered, none twice.
+    """
+    sink = TraceSink(failures=[grpc.StatusCode.UNAVAILABLE] * 2)
+    sink.gate = asyncio.Event()
+    await sink.start()
+    # One consumer: the batches behind the one in flight wait together and merge.
+    svc = Service(service_config(sink.endpoint, queue={"consumers": 1}), clock_ns=clock)
+    await svc.start()
+    ledger = Ledger()
+    try:
+        async with grpc.aio.insecure_channel(svc.addresses.grpc) as channel:
+            for i in range(10):
+                await ledger.send(channel, i * 20, 20)
+        sink.gate.set()
+        await wait_until(lambda: set(ledger.acked) <= set(span_numbers(sink.span_ids())))
+    finally:
+        await svc.shutdown(grace_s=1.0)
+        await sink.stop()
+    print(f"merged send failed retryably: {figures(200, ledger, sink)}")
+    assert sink.attempts >= 3 and len(sink.requests) < 10, (sink.attempts, len(sink.requests))
+    assert sorted(span_numbers(sink.span_ids())) == list(range(200)), figures(200, ledger, sink)

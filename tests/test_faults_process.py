@@ -121,7 +121,9 @@ async def test_kill_9_with_spool_loses_nothing_acknowledged(tmp_path: Path) -> N
     delivered = set(span_numbers(sink.span_ids()))
     report = (
         f"sent=1200 acknowledged={len(ledger.acked)} spooled_requests={spooled} "
-        f"replayed={replayed} delivered={len(delivered)} lost={len(set(ledger.acked) - delivered)}"
+        f"replayed={replayed} delivered={len(delivered)} "
+        f"duplicates={len(sink.span_ids()) - len(delivered)} "
+        f"lost={len(set(ledger.acked) - delivered)}"
     )
     print(f"kill -9 with spool: {report}")
     assert len(ledger.acked) == 1200 and spooled == replayed == 30, report
