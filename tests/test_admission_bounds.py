@@ -47,3 +47,59 @@ async def test_concurrent_accepts_do_not_overshoot_the_queue(
     finally:
         sink.gate.set()
         await service.shutdown(grace_s=1.0)
+
+
+SENDERS = 32
+
+
+async def send_all(service: Service, payloads: list[bytes]) -> list[grpc.StatusCode]:
+    """Send every payload at once, one call each; the status of each."""
+    async with grpc.aio.insecure_channel(service.addresses.grpc) as channel:
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+
+        async def send(payload: bytes) -> grpc.StatusCode:
+            try:
+                await call(payload, timeout=20)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        return await asyncio.gather(*(send(p) for p in payloads))
+
+
+async def test_32_senders_cannot_overfill_the_queue_by_count_or_bytes(sink: TraceSink) -> None:
+    """32 senders at once against a hung downstream: the queue holds at most ``size``
+    requests and ``max_bytes`` bytes; everything beyond is RESOURCE_EXHAUSTED."""
+    sink.gate = asyncio.Event()
+    for queue, count in (({"size": 5, "merge_bytes": 0}, 10), ({"max_bytes": "1MiB"}, 1500)):
+        service = Service(service_config(sink.endpoint, queue=queue))
+        await service.start()
+        try:
+            payloads = [batch(1 + 10_000 * n, count) for n in range(SENDERS)]
+            codes = await send_all(service, payloads)
+            assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+            # Requests taken off the queue by the consumers are in flight, not queued.
+            assert len(service.queue) <= service.config.exporter.queue.size
+            assert service.queue.bytes <= service.config.exporter.queue.max_bytes
+        finally:
+            sink.gate.set()
+            await service.shutdown(grace_s=1.0)
+            sink.gate = asyncio.Event()
+    sink.gate.set()
+
+
+async def test_32_senders_cannot_overfill_the_hold(sink: TraceSink) -> None:
+    """Holding on, 32 senders of 20 spans each at once: never more than max_held_spans held,
+    and every span arrives (the oldest forced out early, attributed as far as known)."""
+    config = service_config(sink.endpoint, correlation={"hold": "6s", "max_held_spans": 100})
+    service = Service(config)
+    await service.start()
+    try:
+        codes = await send_all(service, [batch(1 + 100 * n, 20) for n in range(SENDERS)])
+        assert codes == [grpc.StatusCode.OK] * SENDERS
+        assert service.correlator.held <= 100
+        await sink.wait_for_spans(SENDERS * 20 - service.correlator.held)
+    finally:
+        await service.shutdown(grace_s=1.0)
+    assert len(set(sink.span_ids())) == SENDERS * 20
