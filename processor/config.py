@@ -530,6 +530,12 @@ class ReceiverConfig(_Frozen):
     # OTLP/HTTP (POST /v1/traces, protobuf or JSON); empty disables it.
     http_endpoint: OptionalListenEndpoint = "127.0.0.1:4318"
     max_message_bytes: Annotated[int, BeforeValidator(_size), _size_between(KiB, GiB)] = 64 * MiB
+    # Bytes all requests being read, decompressed and decoded may hold together;
+    # past it new requests are told to retry (429 / RESOURCE_EXHAUSTED). Unset: a
+    # quarter of exporter.queue.max_bytes, and at least max_message_bytes.
+    max_inflight_bytes: (
+        Annotated[int, BeforeValidator(_size), _size_between(MiB, 64 * GiB)] | None
+    ) = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # Validated even when absent, so the environment variable alone enables it.
     auth: ReceiverAuthConfig = Field(default_factory=ReceiverAuthConfig, validate_default=True)

@@ -327,6 +327,13 @@ class Metrics:
         self.queue_capacity_bytes = Gauge(
             "queue_capacity_bytes", "Bytes the export queue takes (exporter.queue.max_bytes)"
         )
+        self.inflight_bytes = Gauge(
+            "receiver_inflight_bytes", "Bytes requests being read or decoded hold, all receivers"
+        )
+        self.inflight_capacity_bytes = Gauge(
+            "receiver_inflight_capacity_bytes",
+            "Bytes requests in flight may hold (receiver.max_inflight_bytes)",
+        )
         self.spool_requests = Gauge("spool_requests", "Requests kept in the spool until delivered")
         self.spool_bytes = Gauge("spool_bytes", "Bytes of the spool on disk")
         self.spool_capacity_bytes = Gauge(

@@ -29,9 +29,9 @@ log = structlog.get_logger("processor.pipeline")
 class Backpressure(EnricherError):
     """The queue (or spool) is full: the sender should retry after ``retry_after_s``."""
 
-    def __init__(self, retry_after_s: float) -> None:
+    def __init__(self, retry_after_s: float, reason: str = "export queue") -> None:
         self.retry_after_s = retry_after_s
-        super().__init__(f"export queue full; retry in {retry_after_s:g}s")
+        super().__init__(f"{reason} full; retry in {retry_after_s:g}s")
 
 
 class Pipeline:

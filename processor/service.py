@@ -52,6 +52,7 @@ from processor.export.spool import Spool
 from processor.metrics import Metrics
 from processor.model import Session, User
 from processor.pipeline import Pipeline
+from processor.receive.budget import InflightBudget
 from processor.receive.grpc_trace import TraceReceiver
 from processor.receive.http_trace import HttpTraceReceiver, build_runner
 from processor.receive.rpc import health_handler
@@ -144,14 +145,20 @@ class Service:
             on_latency=self.metrics.export_latency.observe,
         )
         self.pipeline.attach(self.queue)
+        # One budget for both receivers: what they hold before the queue has it.
+        self.inflight = InflightBudget(inflight_limit(config), config.exporter.queue.retry_after)
         self._receiver = TraceReceiver(
-            self.pipeline, self.metrics, auth=receiver_auth(config.receiver.auth)
+            self.pipeline,
+            self.metrics,
+            auth=receiver_auth(config.receiver.auth),
+            budget=self.inflight,
         )
         self._otlp_http = HttpTraceReceiver(
             self.pipeline,
             self.metrics,
             max_message_bytes=config.receiver.max_message_bytes,
             auth=receiver_auth(config.receiver.auth),
+            budget=self.inflight,
         )
         self._otlp_http_runner: web.AppRunner | None = None
         self._intake = self._build_intake()
@@ -179,6 +186,8 @@ class Service:
         m.held_capacity.set(self.config.correlation.max_held_spans)
         m.queue_batches.set_function(lambda: len(self.queue))
         m.queue_bytes.set_function(lambda: self.queue.bytes)
+        m.inflight_bytes.set_function(lambda: self.inflight.used)
+        m.inflight_capacity_bytes.set(self.inflight.limit)
         m.queue_capacity_batches.set(queue.size)
         m.queue_capacity_bytes.set(queue.max_bytes)
         if spool is not None:
@@ -565,6 +574,14 @@ async def _listen(runner: web.AppRunner, endpoint: str, tls: TlsConfig) -> str:
         raise
     bound: int = runner.addresses[0][1]
     return _join(host, bound)
+
+
+def inflight_limit(config: Config) -> int:
+    """receiver.max_inflight_bytes, or its default derived from the queue's bound."""
+    r = config.receiver
+    if r.max_inflight_bytes is not None:
+        return r.max_inflight_bytes
+    return max(r.max_message_bytes, config.exporter.queue.max_bytes // 4)
 
 
 def _lag_quantiles(lags: LagLearner, now_ns: int) -> dict[tuple[str, ...], float]:

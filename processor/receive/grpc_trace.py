@@ -14,10 +14,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from processor.correlate.received import Received
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure, Pipeline
 from processor.receive import rpc
+from processor.receive.budget import InflightBudget
 from processor.security import ReceiverAuth
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -46,16 +46,26 @@ class TraceReceiver:
     """Handles TraceService/Export calls."""
 
     def __init__(
-        self, pipeline: Pipeline, metrics: Metrics, *, auth: ReceiverAuth | None = None
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        auth: ReceiverAuth | None = None,
+        budget: InflightBudget | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
         self._auth = auth
+        self._budget = budget or InflightBudget(1 << 62, 1.0)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to register on a ``grpc.aio`` server (see ``rpc``)."""
+        """The generic handler to register on a ``grpc.aio`` server (see ``rpc``).
+
+        The bytes are decoded inside :meth:`export`, once the in-flight budget
+        has room for them.
+        """
         method = rpc.unary(
-            self._pipeline.admit,
+            bytes,
             self.export,
             what="an ExportTraceServiceRequest",
             serialize=None,
@@ -64,10 +74,11 @@ class TraceReceiver:
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
 
-    async def export(self, received: Received, context: rpc.Context) -> bytes:
+    async def export(self, raw: bytes, context: rpc.Context) -> bytes:
         """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
         try:
-            spans = await self._pipeline.accept(received)
+            with self._budget.holding(len(raw)):
+                spans = await self._pipeline.accept(self._pipeline.admit(raw))
         except Backpressure as exc:
             self._outcome("backpressure")
             await context.abort(

@@ -7,7 +7,10 @@ Answers follow the OTLP spec ("OTLP/HTTP"):
   ``BadRequest`` detail naming the field) in the request's encoding;
 - 401 without the configured bearer token, 413 past ``max_message_bytes`` (before
   or after decompression), 415 for other content types or content codings;
-- 429 with ``Retry-After`` when the export queue (or spool) is full.
+- 429 with ``Retry-After`` when the export queue (or spool) is full, or the
+  bytes all requests in flight hold would pass the in-flight budget
+  (``processor.receive.budget``; checked from ``Content-Length`` before the body
+  is read).
 
 Why 429 and not 503 for a full queue: the spec allows either, and every OTLP
 client retries both and honours ``Retry-After``. 429 is the HTTP mapping of the
@@ -45,6 +48,7 @@ from processor.correlate.received import Received
 from processor.errors import InvalidInput, Problem
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
+from processor.receive.budget import InflightBudget
 from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
 from processor.security import ReceiverAuth
 
@@ -119,7 +123,9 @@ class HttpTraceReceiver:
         max_message_bytes: int,
         auth: ReceiverAuth | None = None,
         offload_bytes: int = OFFLOAD_BYTES,
+        budget: InflightBudget | None = None,
     ) -> None:
+        self._budget = budget or InflightBudget(1 << 62, 1.0)
         self._pipeline = pipeline
         self._metrics = metrics
         self._auth = auth
@@ -130,10 +136,17 @@ class HttpTraceReceiver:
         """Accept one Export request into the pipeline; answer once it is queued (and spooled)."""
         encoding = _encoding_of(request.content_type)
         try:
-            body = await self._checked_body(request, encoding)
-            assert encoding is not None  # _checked_body refuses other content types
-            raw = await self._decode(body, encoding, _coding_of(request))
-            spans = await self._pipeline.accept(self._admit(raw))
+            self._check(request, encoding)
+            assert encoding is not None  # _check refuses other content types
+            # What the body will take before it is read: its length, or the limit.
+            expected = request.content_length or self.max_message_bytes
+            with self._budget.holding(expected) as held:
+                body = await self._read(request)
+                raw = await self._decode(body, encoding, _coding_of(request))
+                if raw is not body:  # decompressed or converted from JSON: held too
+                    held.grow(len(raw))
+                del body
+                spans = await self._pipeline.accept(self._admit(raw))
         except _Rejected as exc:
             self._outcome(exc.outcome)
             return _status_response(exc, encoding or "json")
@@ -148,8 +161,8 @@ class HttpTraceReceiver:
         self._outcome("ok" if spans else "empty")
         return _ok_response(encoding)
 
-    async def _checked_body(self, request: web.Request, encoding: Encoding | None) -> bytes:
-        """The (still encoded) body, after the checks that need no body."""
+    def _check(self, request: web.Request, encoding: Encoding | None) -> None:
+        """The checks that need no body: token, content type and coding, declared length."""
         if self._auth is not None and not self._auth.allows(list(request.headers.items())):
             raise _Rejected(
                 401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
@@ -169,10 +182,13 @@ class HttpTraceReceiver:
                 f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none",
                 "unsupported",
             )
-        limit = self.max_message_bytes
         length = request.content_length
-        if length is not None and length > limit:
-            raise _too_large(limit)
+        if length is not None and length > self.max_message_bytes:
+            raise _too_large(self.max_message_bytes)
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The (still encoded) body."""
+        limit = self.max_message_bytes
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -7,7 +7,8 @@ retries. So every method is registered here with raw bytes, and this wrapper:
 
 - checks the bearer token first, when the method has one (UNAUTHENTICATED), so an
   unauthenticated sender learns nothing about its payload;
-- decodes, mapping ``DecodeError`` to INVALID_ARGUMENT "payload is not a <type>";
+- decodes, mapping ``DecodeError`` (here or raised by the handler, which may
+  decode later itself) to INVALID_ARGUMENT "payload is not a <type>";
 - maps ``InvalidInput`` raised by the handler to INVALID_ARGUMENT with its
   problems (at most a few: trailers over 16 KiB reach clients as
   RESOURCE_EXHAUSTED, hiding the real error);
@@ -122,6 +123,10 @@ async def _fail(exc: Exception, context: Context, what: str, reject: Reject | No
         if reject is not None:
             reject("invalid")
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, invalid_details(exc))
+    if isinstance(exc, DecodeError):  # decoded by the handler itself
+        if reject is not None:
+            reject("invalid")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payload is not {what}: {exc}")
     log.error("rpc_failed", rpc=what, error=type(exc).__name__)
     if reject is not None:
         reject("error")
