@@ -1080,6 +1080,25 @@ class LoggingConfig(_Frozen):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ConnectionsConfig(_Frozen):
+    """Limits on connections: every HTTP listener (OTLP/HTTP, session API and webhooks,
+    telemetry) and the gRPC port, so slow or numerous senders cannot hold them."""
+
+    # Open connections per HTTP listener; one more is closed at once.
+    max_http_connections: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 1024
+    # A request's headers must arrive within this of the connection opening.
+    header_timeout: Annotated[Duration, Field(gt=0, le=3600)] = 10.0
+    # A request's body must be read and the request handled within this (else 408).
+    body_timeout: Annotated[Duration, Field(gt=0, le=3600)] = 60.0
+    # A connection idle between requests is closed after this (HTTP keep-alive, and
+    # gRPC connections without calls).
+    idle_timeout: Annotated[Duration, Field(gt=0, le=86_400)] = 75.0
+    # gRPC: calls in flight on the whole port (past it RESOURCE_EXHAUSTED before
+    # the message is read), and streams per connection.
+    grpc_max_concurrent_rpcs: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 256
+    grpc_max_concurrent_streams: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 100
+
+
 class Config(_Frozen):
     """The whole validated configuration."""
 
@@ -1093,6 +1112,7 @@ class Config(_Frozen):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    connections: ConnectionsConfig = Field(default_factory=ConnectionsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")

@@ -54,6 +54,7 @@ from processor.model import Session, User
 from processor.pipeline import Pipeline
 from processor.receive.budget import InflightBudget
 from processor.receive.grpc_trace import TraceReceiver
+from processor.receive.guard import ConnectionGuard, GuardedSite
 from processor.receive.http_trace import HttpTraceReceiver, build_runner
 from processor.receive.rpc import health_handler
 from processor.security import (
@@ -161,6 +162,7 @@ class Service:
             budget=self.inflight,
         )
         self._otlp_http_runner: web.AppRunner | None = None
+        self.guards: dict[str, ConnectionGuard] = {}
         self._intake = self._build_intake()
         self._directory_watcher = (
             DirectoryWatcher(
@@ -361,11 +363,22 @@ class Service:
 
     async def _start_grpc(self, intake: SessionIntake | None, auth: TokenAuth | None) -> str:
         limit = self.config.receiver.max_message_bytes
+        c = self.config.connections
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.max_concurrent_streams", c.grpc_max_concurrent_streams),
+                ("grpc.max_connection_idle_ms", int(c.idle_timeout * 1000)),
+                # Keep-alive enforcement (the Collector's): pings no more often than
+                # every 5 s and only during calls; two strikes close the connection.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+                ("grpc.keepalive_permit_without_calls", 0),
+                ("grpc.http2.max_ping_strikes", 2),
+            ],
+            # Past it a call gets RESOURCE_EXHAUSTED before its message is read, which
+            # bounds what gRPC buffers ahead of the in-flight budget.
+            maximum_concurrent_rpcs=c.grpc_max_concurrent_rpcs,
         )
         handlers = [self._receiver.handler()]
         if intake is not None and auth is not None:
@@ -410,8 +423,12 @@ class Service:
         endpoint = self.config.receiver.http_endpoint
         if not endpoint:
             return None
-        runner = build_runner(self._otlp_http)
-        address = await _listen(runner, endpoint, self.config.receiver.tls)
+        runner = build_runner(
+            self._otlp_http, keepalive_timeout=self.config.connections.idle_timeout
+        )
+        address = await _listen(
+            runner, endpoint, self.config.receiver.tls, self._guard("otlp_http")
+        )
         self._otlp_http_runner = runner
         return address
 
@@ -429,10 +446,22 @@ class Service:
             rate_limiter=rate_limiter(self.config.api.rate_limit),
             on_limited=self._on_rate_limited,
         )
-        runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
-        address = await _listen(runner, self.config.api.endpoint, self.config.api.tls)
+        runner = web.AppRunner(
+            api.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.config.connections.idle_timeout,
+        )
+        address = await _listen(
+            runner, self.config.api.endpoint, self.config.api.tls, self._guard("api")
+        )
         self._http_runner = runner
         return address
+
+    def _guard(self, listener: str) -> ConnectionGuard:
+        """A new guard for one HTTP listener, kept for inspection (tests, metrics)."""
+        guard = self.guards[listener] = connection_guard(self.config)
+        return guard
 
     def _metrics_auth(self) -> TokenAuth | None:
         token = self.config.telemetry.token
@@ -446,8 +475,13 @@ class Service:
         routes = Telemetry(
             self.metrics, lambda: self._ready, lambda: self.identity_ready, self._metrics_auth()
         )
-        runner = web.AppRunner(telemetry_app(routes), access_log=None, handle_signals=False)
-        address = await _listen(runner, telemetry.endpoint, telemetry.tls)
+        runner = web.AppRunner(
+            telemetry_app(routes),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.config.connections.idle_timeout,
+        )
+        address = await _listen(runner, telemetry.endpoint, telemetry.tls, self._guard("telemetry"))
         self._telemetry_runner = runner
         return address
 
@@ -556,16 +590,31 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-async def _listen(runner: web.AppRunner, endpoint: str, tls: TlsConfig) -> str:
-    """Serve ``runner``'s app on ``endpoint`` (TLS when configured); the bound address."""
+def connection_guard(config: Config) -> ConnectionGuard:
+    """A listener's guard built from ``connections`` (one per listener)."""
+    c = config.connections
+    return ConnectionGuard(
+        max_connections=c.max_http_connections,
+        header_timeout_s=c.header_timeout,
+        body_timeout_s=c.body_timeout,
+        idle_timeout_s=c.idle_timeout,
+    )
+
+
+async def _listen(
+    runner: web.AppRunner, endpoint: str, tls: TlsConfig, guard: ConnectionGuard
+) -> str:
+    """Serve ``runner``'s app on ``endpoint`` (TLS when configured) behind ``guard``."""
+    runner.app.middlewares.append(guard.middleware)
     await runner.setup()
     host, port = split_endpoint(endpoint)
-    site = web.TCPSite(
+    site = GuardedSite(
         runner,
         host,
         port,
         reuse_port=False,
         ssl_context=http_ssl_context(tls) if tls.enabled else None,
+        guard=guard,
     )
     try:
         await site.start()

@@ -227,10 +227,16 @@ def build_app(receiver: HttpTraceReceiver) -> web.Application:
     return app
 
 
-def build_runner(receiver: HttpTraceReceiver, *, shutdown_timeout: float = 10.0) -> web.AppRunner:
+def build_runner(
+    receiver: HttpTraceReceiver,
+    *,
+    shutdown_timeout: float = 10.0,
+    keepalive_timeout: float = 75.0,
+) -> web.AppRunner:
     """The runner to serve :func:`build_app` with (aiohttp's own decompression off).
 
-    ``shutdown_timeout`` bounds how long ``cleanup()`` waits for requests in flight.
+    ``shutdown_timeout`` bounds how long ``cleanup()`` waits for requests in flight;
+    ``keepalive_timeout`` closes connections idle between requests.
     """
     return web.AppRunner(
         build_app(receiver),
@@ -238,6 +244,7 @@ def build_runner(receiver: HttpTraceReceiver, *, shutdown_timeout: float = 10.0)
         handle_signals=False,
         auto_decompress=False,
         shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=keepalive_timeout,
     )
 
 
