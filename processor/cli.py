@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import structlog
 
@@ -18,6 +21,10 @@ from processor.report.options import add_arguments as add_report_arguments
 from processor.tuning import tune_malloc
 
 log = structlog.get_logger("processor.cli")
+# Shutdown: in-flight calls may finish for this long, then the queue drains for
+# exporter.queue.drain_timeout; past both plus the slack the process exits anyway.
+SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_SLACK_S = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +84,7 @@ def _serve(path: str) -> int:
     configure_logging(config.logging.level, config.logging.format)
     tune_malloc()
     try:
-        asyncio.run(_run(config))
+        _run_loop(_run(config))
     except ConfigError as exc:  # e.g. the directory file named by the config
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
@@ -85,7 +92,49 @@ def _serve(path: str) -> int:
     except OSError as exc:
         log.error("startup_failed", error=str(exc))
         return 1
+    _exit_past_busy_workers()
     return 0
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` like ``asyncio.run``, but without waiting for worker threads.
+
+    ``asyncio.run`` joins the default executor's threads before it returns: a
+    worker still decoding a huge request would keep a stopped service alive
+    until Kubernetes kills it. Here the loop is closed without joining them.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+        loop.run_until_complete(_cancel_the_rest())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()  # shuts the default executor down without waiting
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel the tasks still running (as ``asyncio.run`` does) and let them finish."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _exit_past_busy_workers() -> None:
+    """Exit now if worker threads are still busy (their results have no one to go to).
+
+    The interpreter would otherwise join them at exit. Everything the service
+    acknowledged is delivered, spooled or counted by now (``service_stopped``).
+    """
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    busy = [t for t in busy if not t.daemon]
+    if busy:
+        log.warning("exit_abandoning_workers", threads=len(busy))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 async def _run(config: Config) -> None:
@@ -103,4 +152,11 @@ async def _run(config: Config) -> None:
         raise
     await stop.wait()
     log.info("shutdown_requested")
-    await service.shutdown()
+    # The hard deadline: in-flight calls get their grace, the queue its drain,
+    # and whatever still hangs after that (a stuck TLS peer, Redis) is left.
+    deadline = SHUTDOWN_GRACE_S + config.exporter.queue.drain_timeout + SHUTDOWN_SLACK_S
+    try:
+        async with asyncio.timeout(deadline):
+            await service.shutdown(grace_s=SHUTDOWN_GRACE_S)
+    except TimeoutError:
+        log.error("shutdown_deadline_passed", seconds=deadline)

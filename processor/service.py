@@ -451,6 +451,7 @@ class Service:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.config.connections.idle_timeout,
+            shutdown_timeout=HTTP_SHUTDOWN_S,
         )
         address = await _listen(
             runner, self.config.api.endpoint, self.config.api.tls, self._guard("api")
@@ -480,6 +481,7 @@ class Service:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.config.connections.idle_timeout,
+            shutdown_timeout=HTTP_SHUTDOWN_S,
         )
         address = await _listen(runner, telemetry.endpoint, telemetry.tls, self._guard("telemetry"))
         self._telemetry_runner = runner
@@ -588,6 +590,10 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+# How long an HTTP listener's requests in flight may finish at shutdown (then cancelled).
+HTTP_SHUTDOWN_S = 5.0
 
 
 def connection_guard(config: Config) -> ConnectionGuard:

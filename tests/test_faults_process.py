@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +15,9 @@ from typing import Any
 
 import grpc
 from conftest import free_port, wait_until
-from fault_kit import Ledger, span_numbers
+from fault_kit import Ledger, batch, span_numbers
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processor.sink import TraceSink
 
@@ -46,6 +50,7 @@ class ServiceProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
+        self.other: list[str] = []  # lines that are not log events (a traceback)
         self.grpc = ""
 
     async def started(self) -> None:
@@ -74,6 +79,8 @@ class ServiceProcess:
     def _keep(self, line: bytes) -> None:
         if line.startswith(b"{"):
             self.events.append(json.loads(line))
+        else:
+            self.other.append(line.decode(errors="replace"))
 
 
 @asynccontextmanager
@@ -158,3 +165,54 @@ async def test_sigterm_under_load_drains_and_accounts(tmp_path: Path) -> None:
     assert code == 0, report
     assert set(ledger.acked) <= delivered, report
     assert stopped["spans_lost"] == 0, report
+
+
+def huge_json_request(spans: int) -> bytes:
+    """An OTLP/JSON Export request of ``spans`` spans (tens of MB, seconds to decode)."""
+    request = ExportTraceServiceRequest.FromString(batch(1_000_000, spans))
+    data = json_format.MessageToDict(request)
+    for span in data["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["traceId"] = base64.b64decode(span["traceId"]).hex()
+        span["spanId"] = base64.b64decode(span["spanId"]).hex()
+    return json.dumps(data).encode()
+
+
+async def test_sigterm_during_the_slowest_request_still_exits(tmp_path: Path) -> None:
+    """SIGTERM while a ~60 MB OTLP/JSON body is being decoded in a worker thread: the
+    process exits (the worker abandoned, not joined), and every span acknowledged before
+    is delivered or spooled."""
+    sink = TraceSink()
+    await sink.start()
+    port = int(sink.endpoint.rsplit(":", 1)[1])
+    ledger = Ledger()
+    body = huge_json_request(260_000)
+    config = write_config(tmp_path, port, spool=tmp_path / "spool")
+    try:
+        async with service_process(config) as svc:
+            async with grpc.aio.insecure_channel(svc.grpc) as channel:
+                for i in range(10):
+                    await ledger.send(channel, i * 20, 20)
+            host, http_port = svc.event("service_started")["otlp_http"].rsplit(":", 1)
+            _, writer = await asyncio.open_connection(host, int(http_port))
+            writer.write(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            writer.write(body)
+            await writer.drain()  # the body is with the service: it is decoding now
+            signalled = time.monotonic()
+            svc.proc.send_signal(signal.SIGTERM)
+            code = await svc.wait()
+            took = time.monotonic() - signalled
+            stopped = svc.event("service_stopped")
+            writer.close()
+        await wait_until(lambda: set(ledger.acked) <= set(span_numbers(sink.span_ids())), 10)
+    finally:
+        await sink.stop()
+    abandoned = any(e.get("event") == "exit_abandoning_workers" for e in svc.events)
+    print(
+        f"SIGTERM during a {len(body) / 1e6:.0f} MB JSON decode: exited in {took:.1f}s "
+        f"(code {code}, worker abandoned: {abandoned}, spans_lost={stopped['spans_lost']})"
+    )
+    assert code == 0, "".join(svc.other[-12:])
+    assert stopped["spans_lost"] == 0
