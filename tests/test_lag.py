@@ -284,3 +284,23 @@ def test_a_kind_not_learned_yet_is_decided_by_the_window() -> None:
     store = store_with((BOB, span_at - 2 * S))  # a request event, lag never learned
     found = resolver(learner).resolve(SpanFacts(IP, span_at), store, Directory.empty())
     assert found is not None and found.user == BOB and found.margin == 0
+
+
+def test_one_users_back_to_back_calls_teach_the_real_lag() -> None:
+    """One user's 40 calls ~185 ms apart (an agent loop), each 4-11 ms after its event:
+    the learned lag is the 4-11 ms, not the call interval's multiples (seen on a real
+    Open WebUI by `make e2e-openwebui` with no think time)."""
+    learner = LagLearner(CONFIGURED, min_samples=30)
+    r = resolver(learner)
+    rng = random.Random(1)
+    store = MemorySessionStore(1000)
+    t, spans = T0, []
+    for _ in range(40):
+        t += rng.randint(180 * MS, 190 * MS)
+        store.add(Session(IP, ANN, t, t, kind="call"))
+        spans.append(t + rng.randint(4 * MS, 11 * MS))
+    for start in spans:
+        r.resolve(SpanFacts(IP, start), store, Directory.empty())
+    summary = learner.summary(IP, spans[-1], "call")
+    assert summary is not None
+    assert summary.p99_ns <= 20 * MS and summary.window.hi_ns < 100 * MS

@@ -349,10 +349,18 @@ def _one_per_burst(events: Iterable[Session], start_ns: int) -> list[int]:
     overstate how much the peak explains. Per person, events less than _BURST_NS
     after the previous one join its burst, and the burst counts with the event
     nearest to ``start_ns``. Other people's events stay spread evenly.
+    When every event is one person's, only the latest before the span counts.
     """
+    ordered = sorted(events, key=lambda e: e.start_ns)
+    if len({e.user.key for e in ordered}) == 1:
+        # A quiet moment: only this person's events. Their regular calls (an agent,
+        # a loop) would stand as peaks at every multiple of the call interval; the
+        # span's own is the latest event before it.
+        before = [e.start_ns for e in ordered if e.start_ns <= start_ns]
+        return [before[-1] if before else ordered[0].start_ns]
     out: list[int] = []
     last: dict[str, tuple[int, int]] = {}  # user -> (latest event, index in out)
-    for e in sorted(events, key=lambda e: e.start_ns):
+    for e in ordered:
         seen = last.get(e.user.key)
         if seen is not None and e.start_ns - seen[0] < _BURST_NS:
             i = seen[1]
