@@ -13,7 +13,7 @@ BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis e2e-openwebui clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,31 @@ bench-redis: $(STAMP)
 bench-attribution: $(STAMP)
 	$(BIN)/python -m benchmarks.attribution
 	$(BIN)/python -m benchmarks.attribution_dense
+
+# Real-client end to end: a real Open WebUI 0.12.4 (its own venv, installed once), the
+# filter from deploy/openwebui, an AgentGateway-shaped stand-in and the service, in two
+# modes (filter only; Open WebUI's own traces on). NOT in CI or `make test`: the install
+# is about 7 GB (CUDA torch), 3 minutes where pip finds torch on disk, far longer elsewhere.
+OWUI_VENV := .venv-openwebui
+OWUI_STAMP := $(OWUI_VENV)/.installed
+# The wheel does not declare Open WebUI's OpenTelemetry packages (its telemetry module
+# imports the gRPC and the HTTP exporters). The registry has no
+# 0.66b2 instrumentations, so the SDK (and its exporter) is held at 1.45.1 to match 0.66b1.
+OWUI_OTEL_SDK := 1.45.1
+OWUI_OTEL_CONTRIB := 0.66b1
+OWUI_INSTRUMENTATIONS := fastapi sqlalchemy redis requests logging httpx aiohttp-client system-metrics
+
+# Re-checked (a quick no-op pip run) whenever this Makefile changes.
+$(OWUI_STAMP): Makefile
+	$(PYTHON) -m venv $(OWUI_VENV)
+	$(OWUI_VENV)/bin/python -m pip install --quiet open-webui==0.12.4 \
+		opentelemetry-sdk==$(OWUI_OTEL_SDK) opentelemetry-exporter-otlp-proto-grpc==$(OWUI_OTEL_SDK) \
+		opentelemetry-exporter-otlp-proto-http==$(OWUI_OTEL_SDK) \
+		$(foreach i,$(OWUI_INSTRUMENTATIONS),opentelemetry-instrumentation-$(i)==$(OWUI_OTEL_CONTRIB))
+	touch $(OWUI_STAMP)
+
+e2e-openwebui: $(STAMP) $(OWUI_STAMP)
+	$(BIN)/python -m benchmarks.e2e_openwebui
 
 # Regenerate the session API's Python code after editing proto/.
 proto: $(STAMP)
