@@ -1,0 +1,185 @@
+"""Peak memory under many senders of large requests while the downstream hangs (not a test).
+
+Starts ``user-enricher serve`` as a child process in front of a sink that answers
+nothing, has N concurrent gRPC senders push near-limit Export requests for a while
+(refused ones retry after the RetryInfo delay), samples the child's RSS, then lets
+the downstream go and samples again once the queue has drained. Prints the peak RSS
+against what the configured bounds add up to (exits 1 when it is above):
+
+    baseline + queue.max_bytes + 3 x receiver.max_inflight_bytes
+
+On 2026-12-06 it was far above (docs/faults.md, "Memory"): the cause is open.
+
+Usage: python -m benchmarks.memory_bound [--senders 64] [--seconds 20] [--request-mb 3.9]
+                                         [--queue-mb 64] [--inflight-mb 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from processor.sink import TraceSink
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+MB = 1_000_000
+MiB = 1 << 20
+
+
+def request_of(size: int, seed: int) -> bytes:
+    """An AgentGateway-shaped Export request of about ``size`` bytes."""
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    n = 0
+    while request.ByteSize() < size:
+        for _ in range(500):
+            span = spans.add(
+                trace_id=(seed * 10**7 + n).to_bytes(16, "big"),
+                span_id=n.to_bytes(8, "big") or b"\x01" * 8,
+            )
+            span.name = "POST /*"
+            span.start_time_unix_nano = 1_795_000_000_000_000_000 + n
+            span.attributes.add(
+                key="src.addr"
+            ).value.string_value = f"172.18.0.5:{30000 + n % 30000}"
+            span.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o"
+            n += 1
+    return request.SerializeToString()
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident set size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def main() -> int:
+    """Run the load and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--request-mb", type=float, default=3.9)
+    parser.add_argument("--queue-mb", type=int, default=64)
+    parser.add_argument("--inflight-mb", type=int, default=16)
+    args = parser.parse_args()
+    gate = asyncio.Event()
+    sink = TraceSink()
+    sink.gate = gate
+    await sink.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {
+            "receiver": {
+                "grpc_endpoint": "127.0.0.1:0",
+                "http_endpoint": "",
+                "max_inflight_bytes": f"{args.inflight_mb}MiB",
+            },
+            "exporter": {
+                "endpoint": sink.endpoint,
+                "insecure": True,
+                "queue": {"max_bytes": f"{args.queue_mb}MiB", "retry_after": "100ms"},
+            },
+            "api": {"enabled": False},
+            "correlation": {"hold": 0},
+            "logging": {"format": "json", "level": "info"},
+        }
+        path = Path(tmp) / "config.yaml"
+        path.write_text(json.dumps(config))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "processor",
+            "serve",
+            "--config",
+            str(path),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            return await _measure(proc, sink, gate, args)
+        finally:
+            gate.set()
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            await proc.wait()
+            await sink.stop()
+
+
+async def _measure(
+    proc: asyncio.subprocess.Process,
+    sink: TraceSink,
+    gate: asyncio.Event,
+    args: argparse.Namespace,
+) -> int:
+    assert proc.stderr is not None
+    address = ""
+    while not address:
+        line = await proc.stderr.readline()
+        if not line:
+            print("the service did not start")
+            return 1
+        if line.startswith(b"{") and json.loads(line).get("event") == "service_started":
+            address = json.loads(line)["grpc"]
+    drain = asyncio.create_task(_discard(proc.stderr))
+    baseline = rss_bytes(proc.pid)
+    payloads = [request_of(int(args.request_mb * MB), s) for s in range(args.senders)]
+    stop = time.monotonic() + args.seconds
+    counts = {"ok": 0, "refused": 0}
+    peak = baseline
+
+    async def sender(payload: bytes) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = channel.unary_unary(EXPORT)
+            while time.monotonic() < stop:
+                try:
+                    await call(payload, timeout=30)
+                    counts["ok"] += 1
+                except grpc.aio.AioRpcError:
+                    counts["refused"] += 1
+                    await asyncio.sleep(0.1)  # the RetryInfo delay
+
+    tasks = [asyncio.create_task(sender(p)) for p in payloads]
+    print(
+        f"{args.senders} senders of {args.request_mb} MB, downstream hung, {args.seconds:g} s ..."
+    )
+    while not all(t.done() for t in tasks):
+        peak = max(peak, rss_bytes(proc.pid))
+        await asyncio.sleep(0.1)  # sampling interval, not synchronisation
+    loaded = rss_bytes(proc.pid)
+    gate.set()
+    per_request = len(
+        ExportTraceServiceRequest.FromString(payloads[0]).resource_spans[0].scope_spans[0].spans
+    )
+    await sink.wait_for_spans(per_request * counts["ok"], timeout_s=300)
+    await asyncio.sleep(2.0)  # let the allocator hand memory back
+    after = rss_bytes(proc.pid)
+    drain.cancel()
+    bound = baseline + args.queue_mb * MiB + 3 * args.inflight_mb * MiB
+    print(f"accepted {counts['ok']}, refused {counts['refused']} (RESOURCE_EXHAUSTED)")
+    print(
+        f"RSS baseline {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
+        f"at the end of the load {loaded / MiB:.0f} MiB, drained and idle {after / MiB:.0f} MiB"
+    )
+    print(
+        f"stated bound (baseline + queue + 3 x in-flight) {bound / MiB:.0f} MiB: "
+        f"{'within' if peak <= bound else 'EXCEEDED'}"
+    )
+    return 0 if peak <= bound else 1
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
