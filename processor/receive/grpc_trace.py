@@ -81,11 +81,8 @@ class TraceReceiver:
                 spans = await self._pipeline.accept(self._pipeline.admit(raw))
         except Backpressure as exc:
             self._outcome("backpressure")
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                str(exc),
-                trailing_metadata=retry_trailers(exc.retry_after_s, str(exc)),
-            )
+            trailers = retry_trailers(exc.retry_after_s, str(exc))
+            raise rpc.Refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), trailers) from None
         self._outcome("ok" if spans else "empty")
         return _EMPTY_RESPONSE
 

@@ -14,13 +14,14 @@ retries. So every method is registered here with raw bytes, and this wrapper:
   RESOURCE_EXHAUSTED, hiding the real error);
 - maps any other exception to INTERNAL, logged, never echoing the payload.
 
-Statuses a handler sets on purpose (``context.abort``) pass through unchanged.
+A handler refuses by raising :class:`Refuse` (its own ``context.abort`` still
+passes through unchanged, but keeps the request alive longer: see :func:`unary`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -42,6 +43,27 @@ _MAX_PROBLEMS_SHOWN = 20
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
+class Refuse(Exception):
+    """Raised by a handler to answer with ``code`` (instead of ``context.abort``)."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailers: tuple[tuple[str, bytes], ...] = ()
+    ) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailers = trailers
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """The status a call ends with, as plain data (no exception, no frames kept)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailers: tuple[tuple[str, bytes], ...] = ()
+
+
 def unary(
     decode: Callable[[bytes], Req],
     handle: Callable[[Req, Context], Awaitable[Resp]],
@@ -51,15 +73,21 @@ def unary(
     auth: ReceiverAuth | None = None,
     reject: Reject | None = None,
 ) -> grpc.RpcMethodHandler:
-    """A unary-unary method taking raw bytes, with the mapping above."""
+    """A unary-unary method taking raw bytes, with the mapping above.
+
+    The call is aborted only after its request is no longer referenced: grpcio
+    keeps an aborted call's exception, with its traceback, in a reference cycle
+    until the garbage collector runs, and every frame in it would keep the
+    request's bytes and decoded views alive (1.5 GB after a minute of refused
+    3.9 MB requests).
+    """
 
     async def method(raw: bytes, context: Context) -> Resp:
-        request = await _admit(raw, context, decode, what, auth, reject)
-        try:
-            return await handle(request, context)
-        except Exception as exc:
-            await _fail(exc, context, what, reject)
-            raise  # _fail aborts; this is never reached
+        outcome = await _outcome(raw, context, decode, handle, what, auth, reject)
+        del raw
+        if isinstance(outcome, _Refusal):
+            await context.abort(outcome.code, outcome.details, trailing_metadata=outcome.trailers)
+        return outcome  # type: ignore[return-value]
 
     return grpc.unary_unary_rpc_method_handler(
         method, request_deserializer=None, response_serializer=serialize
@@ -76,11 +104,10 @@ def unary_stream(
     """A unary-stream method whose handler writes with ``context.write``."""
 
     async def method(raw: bytes, context: Context) -> None:
-        request = await _admit(raw, context, decode, what, None, None)
-        try:
-            await handle(request, context)
-        except Exception as exc:
-            await _fail(exc, context, what, None)
+        outcome = await _outcome(raw, context, decode, handle, what, None, None)
+        del raw
+        if isinstance(outcome, _Refusal):
+            await context.abort(outcome.code, outcome.details, trailing_metadata=outcome.trailers)
 
     return grpc.unary_stream_rpc_method_handler(
         method, request_deserializer=None, response_serializer=serialize
@@ -94,43 +121,41 @@ def invalid_details(exc: InvalidInput) -> str:
     return f"{shown}; and {rest} more" if rest > 0 else shown
 
 
-async def _admit(
+async def _outcome(
     raw: bytes,
     context: Context,
     decode: Callable[[bytes], Req],
+    handle: Callable[[Req, Context], Awaitable[Resp]],
     what: str,
     auth: ReceiverAuth | None,
     reject: Reject | None,
-) -> Req:
+) -> Resp | _Refusal:
+    """The handler's response, or the refusal the call ends with (see the module)."""
     if auth is not None and not auth.allows(context.invocation_metadata()):
-        if reject is not None:
-            reject("unauthenticated")
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        return _refused(reject, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
     try:
-        return decode(raw)
+        return await handle(decode(raw), context)
+    except Refuse as exc:
+        return _Refusal(exc.code, exc.details, exc.trailers)
+    except InvalidInput as exc:
+        return _refused(reject, "invalid", grpc.StatusCode.INVALID_ARGUMENT, invalid_details(exc))
     except DecodeError as exc:
-        if reject is not None:
-            reject("invalid")
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payload is not {what}: {exc}")
-        raise  # abort raises; this keeps the type checker informed
+        details = f"payload is not {what}: {exc}"
+        return _refused(reject, "invalid", grpc.StatusCode.INVALID_ARGUMENT, details)
+    except grpc.aio.AbortError:
+        raise  # the handler set its own status
+    except Exception as exc:
+        log.error("rpc_failed", rpc=what, error=type(exc).__name__)
+        return _refused(reject, "error", grpc.StatusCode.INTERNAL, "internal error")
 
 
-async def _fail(exc: Exception, context: Context, what: str, reject: Reject | None) -> None:
-    """Abort the call for ``exc`` (re-raising an abort the handler made itself)."""
-    if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
-        raise exc
-    if isinstance(exc, InvalidInput):
-        if reject is not None:
-            reject("invalid")
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, invalid_details(exc))
-    if isinstance(exc, DecodeError):  # decoded by the handler itself
-        if reject is not None:
-            reject("invalid")
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payload is not {what}: {exc}")
-    log.error("rpc_failed", rpc=what, error=type(exc).__name__)
+def _refused(reject: Reject | None, reason: str, code: grpc.StatusCode, details: str) -> _Refusal:
     if reject is not None:
-        reject("error")
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        reject(reason)
+    return _Refusal(code, details)
+
+
+_NO_TOKEN = "missing or invalid bearer token"
 
 
 def health_handler(servicer: health.aio.HealthServicer) -> grpc.GenericRpcHandler:
