@@ -13,7 +13,7 @@ BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis bench-memory e2e-openwebui clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-redis: $(STAMP)
 # Peak RSS of a service process under 64 senders of 3.9 MB requests, downstream hung.
 bench-memory: $(STAMP)
 	$(BIN)/python -m benchmarks.memory_bound
+
+# A well-behaved sender's latency alone and while others post gzip bombs.
+bench-hostile: $(STAMP)
+	$(BIN)/python -m benchmarks.hostile_latency
 
 bench-attribution: $(STAMP)
 	$(BIN)/python -m benchmarks.attribution

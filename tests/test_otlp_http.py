@@ -996,3 +996,19 @@ def test_the_output_limit_holds_across_members() -> None:
     with pytest.raises(_Rejected) as caught:
         inflate(gzip.compress(b"a" * 600) * 2, limit=1000)
     assert caught.value.status == 413
+
+
+def test_a_small_body_that_inflates_far_leaves_the_event_loop() -> None:
+    """80 KB of gzip'd zeros inflate to 80 MiB: inline, the inflater stops at its small
+    output cap (the receiver then continues in a worker thread) instead of working
+    through 64 MiB on the event loop."""
+    from processor.receive.http_trace import _Bigger, _decode
+
+    body = gzip.compress(b"\0" * (80 << 20), compresslevel=9)
+    with pytest.raises(_Bigger):
+        _decode(body, "protobuf", "gzip", 64 << 20, inline=1 << 20)
+    with pytest.raises(_Rejected) as caught:  # in the worker: the limit, as before
+        _decode(body, "protobuf", "gzip", 64 << 20)
+    assert caught.value.status == 413
+    small = gzip.compress(b"x" * 1000)
+    assert _decode(small, "protobuf", "gzip", 64 << 20, inline=1 << 20) == b"x" * 1000

@@ -200,10 +200,20 @@ class HttpTraceReceiver:
             ) from None
 
     async def _decode(self, body: bytes, encoding: Encoding, coding: str) -> bytes:
-        """Decompress (and decode JSON), in a worker thread when the body is large."""
+        """Decompress (and decode JSON), in a worker thread when the work is large.
+
+        A small compressed body can inflate to ``max_message_bytes``: it is
+        inflated inline only up to ``4 x offload_bytes`` of output, and started
+        again in a worker thread past that, so that a few kilobytes of zeros
+        cannot hold the event loop (and every other sender) for a quarter second.
+        """
+        limit = self.max_message_bytes
         if len(body) > self._offload_bytes:
-            return await asyncio.to_thread(_decode, body, encoding, coding, self.max_message_bytes)
-        return _decode(body, encoding, coding, self.max_message_bytes)
+            return await asyncio.to_thread(_decode, body, encoding, coding, limit)
+        try:
+            return _decode(body, encoding, coding, limit, inline=4 * self._offload_bytes)
+        except _Bigger:
+            return await asyncio.to_thread(_decode, body, encoding, coding, limit)
 
     def _admit(self, raw: bytes) -> Received:
         try:
@@ -266,10 +276,19 @@ def _coding_of(request: web.Request) -> str:
     return request.headers.get("Content-Encoding", "").strip().lower()
 
 
-def _decode(body: bytes, encoding: Encoding, coding: str, limit: int) -> bytes:
-    """The protobuf bytes to hand to the pipeline."""
+class _Bigger(Exception):
+    """The work outgrew what is done on the event loop: do it in a worker thread."""
+
+
+def _decode(
+    body: bytes, encoding: Encoding, coding: str, limit: int, inline: int | None = None
+) -> bytes:
+    """The protobuf bytes to hand to the pipeline; with ``inline``, raises _Bigger
+    once the decompressed body passes that many bytes (see ``_decode`` above)."""
     if coding in _CODINGS:
-        body = _decompress(body, _CODINGS[coding], coding, limit)
+        body = _decompress(body, _CODINGS[coding], coding, limit, inline)
+    if encoding == "json" and inline is not None and len(body) > inline:
+        raise _Bigger
     if encoding == "json":
         try:
             message = decode_json(body)
@@ -285,7 +304,9 @@ def _decode(body: bytes, encoding: Encoding, coding: str, limit: int) -> bytes:
     return body
 
 
-def _decompress(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
+def _decompress(
+    body: bytes, wbits: int, coding: str, limit: int, inline: int | None = None
+) -> bytes:
     """Inflate ``body`` (one or more gzip members), refusing more than ``limit`` bytes.
 
     Linear in the body: the input is fed in chunks, so what zlib copies at the end
@@ -314,6 +335,8 @@ def _decompress(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
                 raise _corrupt(coding, str(exc)) from None
             if len(out) > limit:
                 raise _too_large(limit, decompressed=True)
+            if inline is not None and len(out) > inline:
+                raise _Bigger
         pending = inflater.unused_data
         if wbits != _CODINGS["gzip"] or (not pending and pos >= len(view)):
             break
