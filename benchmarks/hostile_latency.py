@@ -38,6 +38,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--hostile", type=int, default=4)
+    parser.add_argument("--only", type=int, choices=(0, 1), help="one kind of bomb: 0 members, 1 size")
     args = parser.parse_args()
     sink = TraceSink()
     await sink.start()
@@ -83,6 +84,8 @@ async def _started(proc: asyncio.subprocess.Process) -> str:
 async def _phases(url: str, args: argparse.Namespace) -> int:
     batch = gateway_batch(64)
     bombs = [gzip.compress(b"") * 200_000, gzip.compress(b"\0" * (80 << 20), compresslevel=9)]
+    if args.only is not None:
+        bombs = [bombs[args.only]]
     answers: Counter[str] = Counter()
     async with aiohttp.ClientSession() as client:
         alone = await _well_behaved(client, url, batch, args.seconds)

@@ -26,7 +26,9 @@ on corrupt gzip and bound only the decompressed size): serve the app with
 from __future__ import annotations
 
 import asyncio
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -73,6 +75,8 @@ _CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 _IDENTITY = frozenset({"", "identity"})
 # Input fed to zlib at a time, and the most gzip members one body may hold.
 _INFLATE_CHUNK = 16 * 1024
+# Output produced per zlib call at most (the copy into the body holds the GIL).
+_INFLATE_STEP = 1024 * 1024
 MAX_GZIP_MEMBERS = 1024
 # Bodies larger than this are decompressed and decoded in a worker thread so a
 # big request does not stall the event loop (and every other connection).
@@ -208,12 +212,13 @@ class HttpTraceReceiver:
         cannot hold the event loop (and every other sender) for a quarter second.
         """
         limit = self.max_message_bytes
-        if len(body) > self._offload_bytes:
-            return await asyncio.to_thread(_decode, body, encoding, coding, limit)
-        try:
-            return _decode(body, encoding, coding, limit, inline=4 * self._offload_bytes)
-        except _Bigger:
-            return await asyncio.to_thread(_decode, body, encoding, coding, limit)
+        if len(body) <= self._offload_bytes:
+            try:
+                return _decode(body, encoding, coding, limit, inline=4 * self._offload_bytes)
+            except _Bigger:
+                pass
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_DECODERS, _decode, body, encoding, coding, limit, None)
 
     def _admit(self, raw: bytes) -> Received:
         try:
@@ -276,6 +281,13 @@ def _coding_of(request: web.Request) -> str:
     return request.headers.get("Content-Encoding", "").strip().lower()
 
 
+# Large decodes run here: one core is left to the event loop, so that a flood of
+# bodies that take long to inflate slows those senders, not everyone else.
+_DECODERS = ThreadPoolExecutor(
+    max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="otlp-http-decode"
+)
+
+
 class _Bigger(Exception):
     """The work outgrew what is done on the event loop: do it in a worker thread."""
 
@@ -329,14 +341,16 @@ def _decompress(
                 pos += len(chunk)
             else:
                 raise _corrupt(coding, "truncated stream")
-            try:
-                out += inflater.decompress(chunk, limit + 1 - len(out))
-            except zlib.error as exc:
-                raise _corrupt(coding, str(exc)) from None
-            if len(out) > limit:
-                raise _too_large(limit, decompressed=True)
-            if inline is not None and len(out) > inline:
-                raise _Bigger
+            while chunk:  # at most _INFLATE_STEP out per call: the GIL is held for short
+                try:
+                    out += inflater.decompress(chunk, min(_INFLATE_STEP, limit + 1 - len(out)))
+                except zlib.error as exc:
+                    raise _corrupt(coding, str(exc)) from None
+                if len(out) > limit:
+                    raise _too_large(limit, decompressed=True)
+                if inline is not None and len(out) > inline:
+                    raise _Bigger
+                chunk = inflater.unconsumed_tail
         pending = inflater.unused_data
         if wbits != _CODINGS["gzip"] or (not pending and pos >= len(view)):
             break
