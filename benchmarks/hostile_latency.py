@@ -7,7 +7,7 @@ of a core each) and single members that inflate past the message limit. Prints
 the well-behaved sender's p50 / p99 / max latency in both phases, and how the
 hostile bodies were answered.
 
-Usage: python -m benchmarks.hostile_latency [--seconds 10] [--hostile 4]
+Usage: python -m benchmarks.hostile_latency [--seconds 10] [--hostile 4] [--only 0|1]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--hostile", type=int, default=4)
-    parser.add_argument("--only", type=int, choices=(0, 1), help="one kind of bomb: 0 members, 1 size")
+    parser.add_argument(
+        "--only", type=int, choices=(0, 1), help="one kind of bomb: 0 members, 1 size"
+    )
     args = parser.parse_args()
     sink = TraceSink()
     await sink.start()
