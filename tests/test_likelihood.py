@@ -66,12 +66,13 @@ def test_two_events_inside_the_lag_stay_ambiguous() -> None:
 
 
 def test_the_margin_is_the_bar() -> None:
-    """The same clear case is left ambiguous when the margin asked for is higher than it."""
+    """The same clear case is left ambiguous when the margin asked for is above its ratio
+    (the written margin is the ratio rounded down to one digit, so ten times it is above)."""
     learner, t = trained()
     store = store_with((ANA, t - 20 * MS), (MIKE, t - 2 * S))
     clear = resolver(learner).resolve(SpanFacts(GW, t), store, NOBODY)
     assert clear is not None and clear.user == ANA
-    strict = resolver(learner, margin=clear.margin + 1.0).resolve(SpanFacts(GW, t), store, NOBODY)
+    strict = resolver(learner, margin=10.0 * clear.margin).resolve(SpanFacts(GW, t), store, NOBODY)
     assert strict is not None and strict.user is None and strict.candidate_count == 2
 
 
@@ -162,3 +163,17 @@ def test_the_margin_is_checked(margin: object, problem: str) -> None:
     assert any(problem in str(p) for p in caught.value.problems), caught.value.problems
     ok = parse_config({**raw, "correlation": {"likelihood_margin": 3}}, base_dir=Path.cwd(), env={})
     assert ok.correlation.likelihood_margin == 3.0
+
+
+def test_the_written_margin_is_rounded_down_to_one_digit() -> None:
+    """Decisions repeat (and are encoded once) because margins are shown coarsely."""
+    from processor.correlate.resolve import MARGIN_CAP, _shown_margin
+
+    assert [_shown_margin(r) for r in (0.5, 1.0, 9.9, 12.7, 380.0, 99_999.0)] == [
+        0,
+        1,
+        9,
+        10,
+        300,
+        MARGIN_CAP,
+    ]

@@ -14,7 +14,7 @@ little longer, never makes a span take one it would not have taken.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 
 from processor.model import Session
 
@@ -24,31 +24,52 @@ CLAIMS_LIMIT = 100_000
 
 
 class Claims:
-    """The set of claimed call events, oldest forgotten first past the limit."""
+    """The set of claimed call events, oldest forgotten first past the limit.
 
-    __slots__ = ("_claimed", "_limit")
+    Kept by address and start time, so that checking a span's candidates costs an
+    integer lookup per event; the user is compared only when a start time matches.
+    """
+
+    __slots__ = ("_by_ip", "_limit", "_order")
 
     def __init__(self, limit: int = CLAIMS_LIMIT) -> None:
-        self._claimed: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self._by_ip: dict[str, dict[int, set[str]]] = {}
+        self._order: deque[tuple[str, int, str]] = deque()
         self._limit = limit
 
     def __len__(self) -> int:
-        return len(self._claimed)
+        return len(self._order)
 
     def claim(self, event: Session) -> None:
         """Mark ``event`` as explained, when it is a ``call`` event."""
         if event.kind != "call":
             return
-        self._claimed[_key(event)] = None
-        if len(self._claimed) > self._limit:
-            self._claimed.popitem(last=False)
+        users = self._by_ip.setdefault(event.source_ip, {}).setdefault(event.start_ns, set())
+        if event.user.key in users:
+            return
+        users.add(event.user.key)
+        self._order.append((event.source_ip, event.start_ns, event.user.key))
+        if len(self._order) > self._limit:
+            self._forget(*self._order.popleft())
 
     def open(self, events: list[Session]) -> list[Session]:
-        """``events`` without the claimed ones."""
-        if not self._claimed:
+        """``events`` (all at one address, as a span's candidates are) without the claimed."""
+        if not events:
             return events
-        return [e for e in events if e.kind != "call" or _key(e) not in self._claimed]
+        starts = self._by_ip.get(events[0].source_ip)
+        if not starts:
+            return events
+        return [
+            e
+            for e in events
+            if e.start_ns not in starts or e.kind != "call" or e.user.key not in starts[e.start_ns]
+        ]
 
-
-def _key(event: Session) -> tuple[str, int, str]:
-    return event.source_ip, event.start_ns, event.user.key
+    def _forget(self, ip: str, start_ns: int, user_key: str) -> None:
+        starts = self._by_ip[ip]
+        users = starts[start_ns]
+        users.discard(user_key)
+        if not users:
+            del starts[start_ns]
+            if not starts:
+                del self._by_ip[ip]

@@ -40,6 +40,8 @@ AMBIGUOUS = "ambiguous"
 # next (and than a lost event); the margin written on spans is capped here.
 DEFAULT_MARGIN = 10.0
 MARGIN_CAP = 10_000
+# Distinct likelihood decisions kept as shared objects at most.
+_DECISIONS_LIMIT = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class Resolver:
         self.lags = lags
         self._margin = margin
         self.claims = Claims()
+        self._decisions: dict[tuple[str, str, int, int], Attribution] = {}
 
     def _learned(self, ip: str, t_ns: int, events: Sequence[Session]) -> Learned | None:
         """The learned lag of every kind among ``events`` at ``ip``.
@@ -262,23 +265,36 @@ class Resolver:
         null = max(lag.null for lag in learned.values())
         rival = max(weights[ranked[1]] if len(ranked) > 1 else 0.0, null)
         ratio = best / rival if rival > 0.0 else math.inf
-        margin = int(min(ratio, MARGIN_CAP))
+        margin = _shown_margin(ratio)
         n = len(ranked)
         if ratio >= self._margin:
             mine = own[ranked[0]]
             if len(mine) == 1:  # which of several of the user's events is unknown
                 self.claims.claim(mine[0])
-            return Attribution(users[ranked[0]], SESSION, HIGH, candidate_count=n, margin=margin)
+            return self._interned(users[ranked[0]], HIGH, n, margin)
         if n == 1:
             return None  # more likely a lost event than this user's
         if self._policy == "nearest":
+            return self._interned(users[ranked[0]], AMBIGUOUS, n, margin)
+        if self._policy == "candidates":
+            listed = tuple(users[k] for k in ranked)
             return Attribution(
-                users[ranked[0]], SESSION, AMBIGUOUS, candidate_count=n, margin=margin
+                None, SESSION, AMBIGUOUS, candidate_count=n, candidates=listed, margin=margin
             )
-        listed = tuple(users[k] for k in ranked) if self._policy == "candidates" else ()
-        return Attribution(
-            None, SESSION, AMBIGUOUS, candidate_count=n, candidates=listed, margin=margin
-        )
+        return self._interned(None, AMBIGUOUS, n, margin)
+
+    def _interned(self, user: User | None, confidence: str, n: int, margin: int) -> Attribution:
+        """One Attribution object per distinct decision, so the span writer encodes each
+        once (it caches encoded attributes by object)."""
+        key = (user.key if user is not None else "", confidence, n, margin)
+        found = self._decisions.get(key)
+        if found is None or found.user != user:
+            if len(self._decisions) >= _DECISIONS_LIMIT:
+                self._decisions.clear()
+            found = self._decisions[key] = Attribution(
+                user, SESSION, confidence, candidate_count=n, margin=margin
+            )
+        return found
 
     def _learn_at(self, ip: str, times: Sequence[int], events: Sequence[Session]) -> None:
         """Train the learner with a batch's spans at ``ip`` (at most _LEARN_PER_BATCH)."""
@@ -323,6 +339,17 @@ class _Open:
 
 
 _NO_EVENT, _PER_SPAN, _UNSEEN = _Open(), _Open(), _Open()
+
+
+def _shown_margin(ratio: float) -> int:
+    """The margin written on a span: the ratio rounded down to one significant digit
+    (12.7 -> 10, 380 -> 300), capped at MARGIN_CAP, so that decisions repeat."""
+    if ratio >= MARGIN_CAP:
+        return MARGIN_CAP
+    if ratio < 1.0:
+        return 0
+    step = 10 ** int(math.log10(ratio))
+    return int(ratio // step * step)
 
 
 def _same_model(events: Iterable[Session], model: str) -> list[Session]:
