@@ -304,3 +304,13 @@ def test_one_users_back_to_back_calls_teach_the_real_lag() -> None:
     summary = learner.summary(IP, spans[-1], "call")
     assert summary is not None
     assert summary.p99_ns <= 20 * MS and summary.window.hi_ns < 100 * MS
+
+
+def test_a_very_busy_address_still_learns() -> None:
+    """30 calls/s on one address put about 165 events in a span's window; the lag is
+    still learned (a span is skipped only past MAX_OFFSETS_PER_SPAN offsets)."""
+    learner = LagLearner(CONFIGURED, min_samples=30)
+    last = busy_address(learner, spans=1500, rate_per_s=30.0, lag=(5 * MS, 80 * MS))
+    summary = learner.summary(IP, last)
+    assert summary is not None
+    assert 5 * MS <= summary.p50_ns <= 80 * MS
