@@ -13,7 +13,7 @@ BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui lock-e2e clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,21 +78,18 @@ bench-attribution: $(STAMP)
 # is about 7 GB (CUDA torch), 3 minutes where pip finds torch on disk, far longer elsewhere.
 OWUI_VENV := .venv-openwebui
 OWUI_STAMP := $(OWUI_VENV)/.installed
-# The wheel does not declare Open WebUI's OpenTelemetry packages (its telemetry module
-# imports the gRPC and the HTTP exporters). The registry has no
-# 0.66b2 instrumentations, so the SDK (and its exporter) is held at 1.45.1 to match 0.66b1.
-OWUI_OTEL_SDK := 1.45.1
-OWUI_OTEL_CONTRIB := 0.66b1
-OWUI_INSTRUMENTATIONS := fastapi sqlalchemy redis requests logging httpx aiohttp-client system-metrics
+# Open WebUI and the OpenTelemetry packages its telemetry needs, pinned with hashes
+# (requirements-e2e-openwebui.in says why each is there; `make lock-e2e` refreshes).
+OWUI_LOCK := requirements-e2e-openwebui.txt
 
-# Re-checked (a quick no-op pip run) whenever this Makefile changes.
-$(OWUI_STAMP): Makefile
+$(OWUI_STAMP): $(OWUI_LOCK)
 	$(PYTHON) -m venv $(OWUI_VENV)
-	$(OWUI_VENV)/bin/python -m pip install --quiet open-webui==0.12.4 \
-		opentelemetry-sdk==$(OWUI_OTEL_SDK) opentelemetry-exporter-otlp-proto-grpc==$(OWUI_OTEL_SDK) \
-		opentelemetry-exporter-otlp-proto-http==$(OWUI_OTEL_SDK) \
-		$(foreach i,$(OWUI_INSTRUMENTATIONS),opentelemetry-instrumentation-$(i)==$(OWUI_OTEL_CONTRIB))
+	$(OWUI_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(OWUI_LOCK)
 	touch $(OWUI_STAMP)
+
+lock-e2e: $(STAMP)
+	$(BIN)/uv pip compile --quiet --python-version 3.11.7 --generate-hashes \
+		--custom-compile-command 'make lock-e2e' requirements-e2e-openwebui.in -o $(OWUI_LOCK)
 
 e2e-openwebui: $(STAMP) $(OWUI_STAMP)
 	$(BIN)/python -m benchmarks.e2e_openwebui
