@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
-import json
 import statistics
-import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 
+from benchmarks.serve_child import serve_child
 from benchmarks.workload import gateway_batch
 from processor.sink import TraceSink
 
@@ -44,43 +40,17 @@ async def main() -> int:
     args = parser.parse_args()
     sink = TraceSink()
     await sink.start()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
-            "exporter": {"endpoint": sink.endpoint, "insecure": True},
-            "api": {"enabled": False},
-            "correlation": {"hold": 0},
-            "logging": {"format": "json", "level": "info"},
-        }
-        path = Path(tmp) / "config.yaml"
-        path.write_text(json.dumps(config))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "processor",
-            "serve",
-            "--config",
-            str(path),
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            url = await _started(proc)
-            return await _phases(url, args)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            await proc.wait()
-            await sink.stop()
-
-
-async def _started(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stderr is not None
-    while True:
-        line = await proc.stderr.readline()
-        if not line:
-            raise SystemExit("the service did not start")
-        if line.startswith(b"{") and json.loads(line).get("event") == "service_started":
-            return f"http://{json.loads(line)['otlp_http']}/v1/traces"
+    config = {
+        "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
+        "exporter": {"endpoint": sink.endpoint, "insecure": True},
+        "api": {"enabled": False},
+        "correlation": {"hold": 0},
+    }
+    try:
+        async with serve_child(config) as (_, started):
+            return await _phases(f"http://{started['otlp_http']}/v1/traces", args)
+    finally:
+        await sink.stop()
 
 
 async def _phases(url: str, args: argparse.Namespace) -> int:

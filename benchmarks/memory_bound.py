@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from benchmarks.harness import memory
+from benchmarks.serve_child import serve_child
 from processor.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -60,14 +57,6 @@ def request_of(size: int, seed: int) -> bytes:
     return request.SerializeToString()
 
 
-def rss_bytes(pid: int) -> int:
-    """The process's resident set size."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 async def main() -> int:
     """Run the load and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,64 +70,35 @@ async def main() -> int:
     sink = TraceSink()
     sink.gate = gate
     await sink.start()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "receiver": {
-                "grpc_endpoint": "127.0.0.1:0",
-                "http_endpoint": "",
-                "max_inflight_bytes": f"{args.inflight_mb}MiB",
-            },
-            "exporter": {
-                "endpoint": sink.endpoint,
-                "insecure": True,
-                "queue": {"max_bytes": f"{args.queue_mb}MiB", "retry_after": "100ms"},
-            },
-            "api": {"enabled": False},
-            "correlation": {"hold": 0},
-            "logging": {"format": "json", "level": "info"},
-        }
-        path = Path(tmp) / "config.yaml"
-        path.write_text(json.dumps(config))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "processor",
-            "serve",
-            "--config",
-            str(path),
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            return await _measure(proc, sink, gate, args)
-        finally:
-            gate.set()
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            await proc.wait()
-            await sink.stop()
+    config = {
+        "receiver": {
+            "grpc_endpoint": "127.0.0.1:0",
+            "http_endpoint": "",
+            "max_inflight_bytes": f"{args.inflight_mb}MiB",
+        },
+        "exporter": {
+            "endpoint": sink.endpoint,
+            "insecure": True,
+            "queue": {"max_bytes": f"{args.queue_mb}MiB", "retry_after": "100ms"},
+        },
+        "api": {"enabled": False},
+        "correlation": {"hold": 0},
+    }
+    try:
+        async with serve_child(config) as (proc, started):
+            return await _measure(proc.pid, started["grpc"], sink, gate, args)
+    finally:
+        gate.set()
+        await sink.stop()
 
 
 async def _measure(
-    proc: asyncio.subprocess.Process,
-    sink: TraceSink,
-    gate: asyncio.Event,
-    args: argparse.Namespace,
+    pid: int, address: str, sink: TraceSink, gate: asyncio.Event, args: argparse.Namespace
 ) -> int:
-    assert proc.stderr is not None
-    address = ""
-    while not address:
-        line = await proc.stderr.readline()
-        if not line:
-            print("the service did not start")
-            return 1
-        if line.startswith(b"{") and json.loads(line).get("event") == "service_started":
-            address = json.loads(line)["grpc"]
-    drain = asyncio.create_task(_discard(proc.stderr))
-    baseline = rss_bytes(proc.pid)
+    baseline = memory(pid).rss_mb * MiB
     payloads = [request_of(int(args.request_mb * MB), s) for s in range(args.senders)]
     stop = time.monotonic() + args.seconds
     counts = {"ok": 0, "refused": 0}
-    peak = baseline
 
     async def sender(payload: bytes) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
@@ -155,24 +115,22 @@ async def _measure(
     print(
         f"{args.senders} senders of {args.request_mb} MB, downstream hung, {args.seconds:g} s ..."
     )
-    while not all(t.done() for t in tasks):
-        peak = max(peak, rss_bytes(proc.pid))
-        await asyncio.sleep(0.1)  # sampling interval, not synchronisation
-    loaded = rss_bytes(proc.pid)
+    await asyncio.gather(*tasks)
+    loaded = memory(pid)
+    peak = loaded.peak_mb * MiB  # VmHWM: the kernel's own high-water mark
     gate.set()
     per_request = len(
         ExportTraceServiceRequest.FromString(payloads[0]).resource_spans[0].scope_spans[0].spans
     )
     await sink.wait_for_spans(per_request * counts["ok"], timeout_s=300)
     await asyncio.sleep(2.0)  # let the allocator hand memory back
-    after = rss_bytes(proc.pid)
-    drain.cancel()
+    after = memory(pid).rss_mb * MiB
     calls = min(args.senders, GRPC_MAX_CONCURRENT_RPCS) * int(args.request_mb * MB)
     bound = baseline + 2 * args.queue_mb * MiB + 3 * args.inflight_mb * MiB + 2 * calls
     print(f"accepted {counts['ok']}, refused {counts['refused']} (RESOURCE_EXHAUSTED)")
     print(
         f"RSS baseline {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
-        f"at the end of the load {loaded / MiB:.0f} MiB, drained and idle {after / MiB:.0f} MiB"
+        f"at the end of the load {loaded.rss_mb:.0f} MiB, drained and idle {after / MiB:.0f} MiB"
     )
     print(
         f"configured bounds (baseline + 2 x queue + 3 x in-flight + 2 x calls in flight) "
@@ -180,11 +138,6 @@ async def _measure(
         f"{'within' if peak <= bound else 'EXCEEDED'}"
     )
     return 0 if peak <= bound else 1
-
-
-async def _discard(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
 
 
 if __name__ == "__main__":
