@@ -50,6 +50,7 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
+from processor.receive.budget import InflightBudget
 from processor.receive.http_trace import (
     MAX_GZIP_MEMBERS,
     HttpTraceReceiver,
@@ -77,6 +78,8 @@ class FakePipeline:
         self.accepted: list[tuple[ExportTraceServiceRequest, bytes]] = []
         self.backpressure: float | None = None
         self.error: Exception | None = None
+        self.hold: asyncio.Event | None = None  # set: accept waits for it
+        self.holding = asyncio.Event()  # set while an accept waits on ``hold``
 
     def admit(self, raw: bytes) -> Received:
         """Read ``raw`` in full, as the service does for a request it cannot read by columns."""
@@ -90,6 +93,9 @@ class FakePipeline:
             raise self.error
         if self.backpressure is not None:
             raise Backpressure(self.backpressure)
+        if self.hold is not None:
+            self.holding.set()
+            await self.hold.wait()
         self.accepted.append((received.message(), received.raw))
         return received.spans
 
@@ -117,6 +123,7 @@ async def serve(
     max_message_bytes: int = 64 * MiB,
     offload_bytes: int = 256 * 1024,
     make_runner: Callable[[HttpTraceReceiver], web.AppRunner] = build_runner,
+    budget: InflightBudget | None = None,
 ) -> AsyncIterator[Receiver]:
     """An HTTP trace receiver on 127.0.0.1:<free port> around a FakePipeline."""
     pipeline, metrics = FakePipeline(), Metrics()
@@ -126,6 +133,7 @@ async def serve(
         max_message_bytes=max_message_bytes,
         auth=auth,
         offload_bytes=offload_bytes,
+        budget=budget,
     )
     runner = make_runner(receiver)
     await runner.setup()
@@ -1012,3 +1020,39 @@ def test_a_small_body_that_inflates_far_leaves_the_event_loop() -> None:
     assert caught.value.status == 413
     small = gzip.compress(b"x" * 1000)
     assert _decode(small, "protobuf", "gzip", 64 << 20, inline=1 << 20) == b"x" * 1000
+
+
+PROTOBUF_TYPE = {"Content-Type": PROTOBUF}
+
+
+def padded_request(size: int) -> bytes:
+    """One span whose attribute makes the request about ``size`` bytes."""
+    request = one_span_request()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.add(key="padding").value.string_value = "x" * size
+    return request.SerializeToString()
+
+
+async def test_a_chunked_body_does_not_take_the_whole_budget() -> None:
+    """With one 2 MiB request held in flight under a 4 MiB budget, a small body sent
+    without Content-Length (chunked) is accepted, and a 3 MiB one with it is told to
+    retry (429): the chunked body held a small share, not max_message_bytes."""
+    budget = InflightBudget(4 * MiB, retry_after_s=1.0)
+    async with serve(budget=budget) as running:
+        release = running.pipeline.hold = asyncio.Event()
+        held = asyncio.create_task(post(running.url, padded_request(2 * MiB), PROTOBUF_TYPE))
+        await running.pipeline.holding.wait()  # the 2 MiB request holds its budget now
+        running.pipeline.hold = None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield one_span_request().SerializeToString()
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(running.url, data=chunks(), headers=PROTOBUF_TYPE) as reply,
+        ):
+            assert reply.status == 200
+        refused = await post(running.url, padded_request(3 * MiB), PROTOBUF_TYPE)
+        assert refused.status == 429 and "Retry-After" in refused.headers
+        release.set()
+        assert (await held).status == 200

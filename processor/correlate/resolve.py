@@ -236,7 +236,7 @@ class Resolver:
         return self._decide(_distinct(e.user for e in events))
 
     def _likeliest(
-        self, events: Sequence[Session], start_ns: int, learned: Learned
+        self, events: list[Session], start_ns: int, learned: Learned
     ) -> Attribution | None:
         """The user whose events best explain a span starting at ``start_ns``.
 
@@ -251,7 +251,7 @@ class Resolver:
         weights: dict[str, float] = {}
         users: dict[str, User] = {}
         own: dict[str, list[Session]] = {}
-        for e in self.claims.open(list(events)):
+        for e in self.claims.open(events):
             key = e.user.key
             users.setdefault(key, e.user)
             own.setdefault(key, []).append(e)

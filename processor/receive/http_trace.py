@@ -81,6 +81,8 @@ MAX_GZIP_MEMBERS = 1024
 # Bodies larger than this are decompressed and decoded in a worker thread so a
 # big request does not stall the event loop (and every other connection).
 OFFLOAD_BYTES = 256 * 1024
+# In-flight bytes a body without Content-Length holds while it is being read.
+UNKNOWN_LENGTH_RESERVE = 1024 * 1024
 
 Encoding = Literal["protobuf", "json"]
 
@@ -129,6 +131,7 @@ class HttpTraceReceiver:
         offload_bytes: int = OFFLOAD_BYTES,
         budget: InflightBudget | None = None,
     ) -> None:
+        # Without a budget (tests of the receiver alone) nothing is ever refused for it.
         self._budget = budget or InflightBudget(1 << 62, 1.0)
         self._pipeline = pipeline
         self._metrics = metrics
@@ -142,10 +145,14 @@ class HttpTraceReceiver:
         try:
             self._check(request, encoding)
             assert encoding is not None  # _check refuses other content types
-            # What the body will take before it is read: its length, or the limit.
-            expected = request.content_length or self.max_message_bytes
+            # What the body will take before it is read: its declared length. A body
+            # without one (chunked) holds a small share and the rest once read, so that
+            # it does not take the whole budget from everyone else while it arrives.
+            expected = request.content_length or UNKNOWN_LENGTH_RESERVE
             with self._budget.holding(expected) as held:
                 body = await self._read(request)
+                if len(body) > expected:
+                    held.grow(len(body) - expected)
                 raw = await self._decode(body, encoding, _coding_of(request))
                 if raw is not body:  # decompressed or converted from JSON: held too
                     held.grow(len(raw))
