@@ -7,7 +7,10 @@ process on the machine shares), so the load generator can count delivered spans
 and time each request from its send to its delivery. One request in
 ``SAMPLE_EVERY`` is decoded to check that it still holds every span. A service
 may merge several requests into one (``exporter.queue.merge_bytes``), so every
-marker in the payload counts.
+marker in the payload counts. Spans are counted in every request by
+``workload.SPAN_MARK`` (once per span) and enriched ones by the ``user.email``
+key the service writes, so spans that left a hold in other requests than they
+came in are counted when they arrive.
 
 A second method, ``/benchmarks.Sink/Drain``, returns what was recorded since
 the previous call as JSON and forgets it.
@@ -30,6 +33,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from benchmarks.workload import SPAN_MARK
+
 # The first span of every load-generator request has span id MARKER + 4-byte sequence number.
 MARKER = b"\xb3\x7c\xe1\x5a"
 # Protobuf tag of Span.span_id (field 2, length-delimited) and its length (8 bytes).
@@ -41,6 +46,7 @@ TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 DRAIN_METHOD = "/benchmarks.Sink/Drain"
 _RESPONSE = ExportTraceServiceResponse().SerializeToString()
 _NEEDLE = SPAN_ID_PREFIX + MARKER
+_ENRICHED = b"\x0a\x0auser.email"  # KeyValue.key "user.email"
 
 
 def find_sequences(raw: bytes) -> list[int]:
@@ -65,6 +71,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.arrivals: list[tuple[int, int]] = []
+        self.spans: list[tuple[int, int, int]] = []  # (monotonic ns, spans, enriched)
         self.samples: list[tuple[int, int]] = []  # (sequence, spans) of decoded requests
         self.unmarked = 0
         self.requests = 0
@@ -79,6 +86,7 @@ class Recorder:
         if not sequences:
             self.unmarked += 1
         self.arrivals.extend((seq, now) for seq in sequences)
+        self.spans.append((now, raw.count(SPAN_MARK), raw.count(_ENRICHED)))
         if self.requests % SAMPLE_EVERY == 0 and sequences:
             # Spans per merged request; a loss shows as a count that does not divide.
             spans, parts = count_spans(raw), len(sequences)
@@ -89,12 +97,13 @@ class Recorder:
         """Return and forget what was recorded."""
         body: dict[str, Any] = {
             "arrivals": self.arrivals,
+            "spans": self.spans,
             "samples": self.samples,
             "unmarked": self.unmarked,
             "requests": self.requests,
             "bytes": self.bytes,
         }
-        self.arrivals, self.samples = [], []
+        self.arrivals, self.samples, self.spans = [], [], []
         self.unmarked = self.requests = self.bytes = 0
         return json.dumps(body).encode()
 

@@ -12,7 +12,16 @@ from collections.abc import Callable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.workload import gateway_batch, mixed_batch, sessions
+from benchmarks.workload import (
+    DIVERSE_ADDRESSES,
+    T0,
+    diverse_address,
+    diverse_batch,
+    gateway_batch,
+    identity_batch,
+    mixed_batch,
+    sessions,
+)
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
@@ -20,6 +29,7 @@ from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import UsageReader
+from processor.model import Session, User
 from processor.sessions.memory import MemorySessionStore
 from processor.sessions.traces import TraceIdentities
 from processor.tuning import tune_malloc
@@ -79,23 +89,68 @@ def main() -> None:
         how += ", 1 span in 20 without tokens" if batch is mixed else ""
         label = f"enrich all ({how}), {count:,} sessions"
         print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
+    diverse = [diverse_batch(BATCH, part=p) for p in range(4)]
+    named = [identity_batch(BATCH, part=p) for p in range(4)]
+    for label, batches in (
+        ("diverse: every span its own ip:port, 2,048 users", diverse),
+        ("identity on every span (Open WebUI's headers), diverse", named),
+    ):
+        rate = _rotating_rate(
+            batches, _correlator(_diverse_store(), usage=True, columns=True), args.seconds
+        )
+        label = f"enrich all, {label}"
+        print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
     for columns in (True, False):
-        rate = _held_rate(raw, columns, args.seconds)
+        rate = _held_rate([raw], columns, args.seconds, sessions_store())
         label = f"hold 6 s: hold every span, release ({'columns' if columns else 'full decode'})"
         print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
+    rate = _held_rate(diverse, True, args.seconds, _diverse_store())
+    label = "hold 6 s: hold every span, release (columns), diverse"
+    print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
 
 
-def _held_rate(raw: bytes, columns: bool, seconds: float) -> float:
-    """Spans/s when every span is held (the default hold) and released by deadline."""
+def sessions_store() -> MemorySessionStore:
+    """Sessions covering the narrow shape's 4 addresses."""
     store = MemorySessionStore(5)
     for s in sessions(4):
         store.add(s)
+    return store
+
+
+def _diverse_store() -> MemorySessionStore:
+    """One user's session on each of the diverse shape's addresses."""
+    store = MemorySessionStore(DIVERSE_ADDRESSES + 1)
+    hour = 3600 * 10**9
+    for i in range(DIVERSE_ADDRESSES):
+        user = User(id=f"d{i}", email=f"d{i}@example.com")
+        store.add(Session(diverse_address(i), user, T0 - hour, T0 + hour))
+    return store
+
+
+def _rotating_rate(batches: list[bytes], correlator: Correlator, seconds: float) -> float:
+    """Spans/s enriching ``batches`` in turn."""
+    calls = 0
+
+    def enrich() -> object:
+        nonlocal calls
+        calls += 1
+        received = Received.parse(batches[calls % len(batches)])
+        correlator.admit(received)
+        return correlator.receive(received, 0).current
+
+    return _rate(enrich, seconds)
+
+
+def _held_rate(
+    batches: list[bytes], columns: bool, seconds: float, store: MemorySessionStore
+) -> float:
+    """Spans/s when every span is held (the default hold) and released by deadline."""
     correlator = _correlator(store, usage=True, columns=columns, hold_ns=6 * 10**9)
     calls = 0
 
     def hold_and_release() -> object:
         nonlocal calls
-        received = Received.parse(raw)
+        received = Received.parse(batches[calls % len(batches)])
         correlator.admit(received)
         out = correlator.receive(received, 0)
         calls += 1

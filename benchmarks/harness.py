@@ -217,10 +217,17 @@ class ServiceChild(Child):
     """``python -m processor serve`` with a generated config."""
 
     def __init__(
-        self, name: str, sink: str, logs: Path, *, compression: str, usage: bool = True
+        self,
+        name: str,
+        sink: str,
+        logs: Path,
+        *,
+        compression: str,
+        usage: bool = True,
+        overrides: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         grpc_port, api_port = free_port(), free_port()
-        config = service_config(grpc_port, api_port, sink, compression, usage)
+        config = service_config(grpc_port, api_port, sink, compression, usage, overrides)
         parse_config(config, base_dir=logs, env={})  # fail here, not in the child
         path = logs / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -254,10 +261,19 @@ class ServiceChild(Child):
 
 
 def service_config(
-    grpc_port: int, api_port: int, sink: str, compression: str, usage: bool = True
+    grpc_port: int,
+    api_port: int,
+    sink: str,
+    compression: str,
+    usage: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The service's config: the defaults, except what a benchmark has to set (printed)."""
-    return {
+    """The service's config: the defaults, except what a benchmark has to set (printed).
+
+    ``overrides`` replaces keys per section (e.g. ``{"correlation": {}}`` restores
+    the default hold).
+    """
+    config: dict[str, Any] = {
         "usage": {"enabled": usage},
         "receiver": {"grpc_endpoint": f"127.0.0.1:{grpc_port}", "http_endpoint": ""},
         "exporter": {"endpoint": sink, "insecure": True, "compression": compression},
@@ -271,6 +287,9 @@ def service_config(
         "correlation": {"hold": 0},
         "logging": {"level": "warning", "format": "json"},
     }
+    for section, values in (overrides or {}).items():
+        config[section] = values if not values else {**config.get(section, {}), **values}
+    return config
 
 
 CONFIG_NOTE = (
@@ -303,11 +322,15 @@ class LoadRunner:
         concurrency: int = 8,
         rate: float = 0.0,
         span_time_ns: int = 0,
+        shape: str = "narrow",
+        settle_s: float = 10.0,
     ) -> dict[str, Any]:
         """One measured window against ``target``; the result carries ``label``."""
         self._run_id = self._run_id % 255 + 1
         mode = f"{rate:,.0f} spans/s open loop" if rate else f"{concurrency} in flight"
-        self._progress(f"load: {label}: {spans}-span batches, {mode}, {warmup:g}+{duration:g} s")
+        self._progress(
+            f"load: {label}: {shape} {spans}-span batches, {mode}, {warmup:g}+{duration:g} s"
+        )
         argv = [
             sys.executable,
             "-m",
@@ -322,6 +345,8 @@ class LoadRunner:
             f"--target-pid={target.pid}",
             f"--run-id={self._run_id}",
             f"--span-time-ns={span_time_ns}",
+            f"--shape={shape}",
+            f"--settle={settle_s}",
         ]
         if target is not self._sink:
             argv.append(f"--sink-pid={self._sink.pid}")
@@ -331,7 +356,7 @@ class LoadRunner:
             env=child_env(),
             capture_output=True,
             text=True,
-            timeout=warmup + duration + 120,
+            timeout=warmup + duration + settle_s + 120,
             check=False,
         )
         if done.returncode != 0:
@@ -342,8 +367,9 @@ class LoadRunner:
         self._progress(
             f"      {result['delivered_spans_per_s']:,.0f} spans/s delivered, "
             f"p50 {result['latency_ms']['p50']:.2f} ms, p99 {result['latency_ms']['p99']:.2f} ms, "
-            f"cpu {_cpu_text(result)}"
+            f"cpu {_cpu_text(result)}, enriched {result['enriched_share']:.1%}"
             + (f", errors {bad}" if bad else "")
+            + (f", {result['spans_lost']} acknowledged spans lost" if result["spans_lost"] else "")
             + (
                 f", {result['undelivered_acknowledged']} acknowledged requests not delivered"
                 if result["undelivered_acknowledged"]
@@ -365,13 +391,13 @@ def _cpu_text(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- session loading
 
 
-def _iso(ns: int) -> str:
+def iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / _NS, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def gateway_sessions(now_ns: int) -> list[str]:
     """One session per gateway address, covering an hour either side of now."""
-    start, end = _iso(now_ns - 3600 * _NS), _iso(now_ns + 3600 * _NS)
+    start, end = iso(now_ns - 3600 * _NS), iso(now_ns + 3600 * _NS)
     return [
         f'{{"source_ip":"{address}","user":{{"id":"user{i}","email":"user{i}@example.com",'
         f'"name":"User {i}","roles":["user"]}},"start":"{start}","end":"{end}"}}'
@@ -381,7 +407,7 @@ def gateway_sessions(now_ns: int) -> list[str]:
 
 def gateway_events(at_ns: int) -> list[str]:
     """One request event per gateway address at ``at_ns`` (what the filter function sends)."""
-    at = _iso(at_ns)
+    at = iso(at_ns)
     return [
         f'{{"kind":"request","source_ip":"{address}","user":{{"id":"user{i}",'
         f'"email":"user{i}@example.com"}},"start":"{at}"}}'
@@ -392,7 +418,7 @@ def gateway_events(at_ns: int) -> list[str]:
 def other_sessions(first: int, count: int, now_ns: int) -> Iterator[str]:
     """Sessions on addresses no span comes from (10.x.y.z), each open for the next 30+ min."""
     for i in range(first, first + count):
-        start = _iso(now_ns - (i % 1800) * _NS)
+        start = iso(now_ns - (i % 1800) * _NS)
         yield (
             f'{{"source_ip":"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",'
             f'"user":{{"id":"other{i}"}},"start":"{start}","ttl_seconds":5400}}'
@@ -403,7 +429,7 @@ def request_events(count: int, now_ns: int, addresses: int = 10_000) -> Iterator
     """Request events from the last minute: ``addresses`` source addresses, 50k users."""
     for i in range(count):
         a = i % addresses
-        at = _iso(now_ns - (i * 60_000 // max(count, 1)) * 1_000_000)
+        at = iso(now_ns - (i * 60_000 // max(count, 1)) * 1_000_000)
         yield (
             f'{{"kind":"request","source_ip":"172.16.{a >> 8 & 255}.{a & 255}",'
             f'"user":{{"id":"u{i % 50_000}","email":"u{i % 50_000}@example.com"}},'

@@ -40,7 +40,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks.bench_sink import DRAIN_METHOD, MARKER, SEARCH_BYTES, SPAN_ID_PREFIX
-from benchmarks.workload import T0, gateway_batch
+from benchmarks.workload import T0, diverse_batch, gateway_batch, identity_batch
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MAX_MESSAGE = 64 << 20
@@ -74,11 +74,37 @@ def summary_ms(values_ns: list[int]) -> dict[str, float]:
     return out
 
 
+SHAPES = ("narrow", "diverse", "identity")
+PARTS = 4  # the diverse shapes rotate over this many batches (4 x 512 addresses)
+
+
+def shape_batches(shape: str, spans: int, seed: int) -> list[bytes]:
+    """The encoded requests a run of ``shape`` rotates over."""
+    if shape == "narrow":
+        return [gateway_batch(spans, seed)]
+    build = diverse_batch if shape == "diverse" else identity_batch
+    return [build(spans, seed, part) for part in range(PARTS)]
+
+
+class Rotation:
+    """The requests of one shape, sent in turn."""
+
+    def __init__(self, shape: str, spans: int, seed: int, now_ns: int) -> None:
+        self.batches = [Batch(raw, now_ns) for raw in shape_batches(shape, spans, seed)]
+        self.spans = spans
+        self.size = self.batches[0].size
+
+    def payload(self, seq: int) -> bytes:
+        """The request carrying sequence number ``seq``."""
+        return self.batches[seq % len(self.batches)].payload(seq)
+
+
 class Batch:
     """One pre-encoded request whose marker sequence number is patched per send."""
 
-    def __init__(self, spans: int, seed: int, now_ns: int) -> None:
-        request = ExportTraceServiceRequest.FromString(gateway_batch(spans, seed))
+    def __init__(self, raw: bytes, now_ns: int) -> None:
+        request = ExportTraceServiceRequest.FromString(raw)
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         # gateway_batch starts its spans 1 ms apart from T0; the last one now starts now.
         shift = now_ns - T0 - spans * 1_000_000
         for rs in request.resource_spans:
@@ -117,12 +143,13 @@ class Run:
     sent: dict[int, tuple[int, int, str]] = field(default_factory=dict)
     late_ns: list[int] = field(default_factory=list)  # open loop: send time - schedule
     skipped: int = 0  # open loop: slots dropped because max-in-flight was reached
+    spans: int = 0  # per request
 
 
 Call = Callable[[bytes], Awaitable[None]]
 
 
-async def _send(call: Call, batch: Batch, seq: int, run: Run) -> str:
+async def _send(call: Call, batch: Rotation, seq: int, run: Run) -> str:
     payload = batch.payload(seq)
     t0 = time.monotonic_ns()
     try:
@@ -135,7 +162,7 @@ async def _send(call: Call, batch: Batch, seq: int, run: Run) -> str:
 
 
 async def closed_loop(
-    call: Call, batch: Batch, seqs: Counter[str], base: int, stop_ns: int, workers: int, run: Run
+    call: Call, batch: Rotation, seqs: Counter[str], base: int, stop_ns: int, workers: int, run: Run
 ) -> None:
     """``workers`` calls in flight until ``stop_ns``."""
 
@@ -151,7 +178,7 @@ async def closed_loop(
 
 async def open_loop(
     call: Call,
-    batch: Batch,
+    batch: Rotation,
     base: int,
     start_ns: int,
     stop_ns: int,
@@ -198,7 +225,7 @@ async def _drain_sink(channel: grpc.aio.Channel) -> dict[str, Any]:
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the load and return the figures."""
-    batch = Batch(args.spans, args.seed, args.span_time_ns or time.time_ns())
+    batch = Rotation(args.shape, args.spans, args.seed, args.span_time_ns or time.time_ns())
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -213,7 +240,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.wait_for(target.channel_ready(), 10)
     await _drain_sink(sink)  # forget earlier runs
     base = (args.run_id & 0xFF) << 24
-    run = Run()
+    run = Run(spans=batch.spans)
     begin = time.monotonic_ns()
     window = Window(
         begin + int(args.warmup * 1e9), begin + int((args.warmup + args.duration) * 1e9)
@@ -231,48 +258,65 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         seqs: Counter[str] = Counter()
         await closed_loop(call, batch, seqs, base, window.end_ns, args.concurrency, run)
     await asyncio.gather(*readers)
-    arrivals = await _collect_arrivals(sink, run, base)
+    arrivals = await _collect_arrivals(sink, run, base, args.settle)
     await target.close()
     await sink.close()
     return _figures(args, batch, run, window, arrivals)
 
 
+@dataclass
+class Collected:
+    """What the sink saw of this run."""
+
+    arrivals: dict[int, int] = field(default_factory=dict)  # marker sequence -> first arrival
+    samples: list[tuple[int, int]] = field(default_factory=list)
+    unmarked: int = 0
+    spans: list[tuple[int, int, int]] = field(default_factory=list)  # (ns, spans, enriched)
+
+
 async def _collect_arrivals(
-    sink: grpc.aio.Channel, run: Run, base: int
-) -> tuple[dict[int, int], list[tuple[int, int]], int]:
-    """This run's arrivals at the sink; waits up to 10 s for every acknowledged request."""
+    sink: grpc.aio.Channel, run: Run, base: int, settle_s: float
+) -> Collected:
+    """This run's arrivals at the sink; waits up to ``settle_s`` for every acknowledged
+    span (held spans arrive after their hold)."""
     acked = {seq for seq, (_, _, code) in run.sent.items() if code == "OK"}
-    arrivals: dict[int, int] = {}
-    samples: list[tuple[int, int]] = []
-    unmarked = 0
-    deadline = time.monotonic() + 10.0
+    spans_acked = len(acked) * run.spans
+    got_spans = 0
+    out = Collected()
+    deadline = time.monotonic() + settle_s
     while True:
         got = await _drain_sink(sink)
         for seq, at in got["arrivals"]:
             if seq >> 24 == base >> 24:
-                arrivals.setdefault(seq, at)
-        samples.extend((s, n) for s, n in got["samples"] if s >> 24 == base >> 24)
-        unmarked += got["unmarked"]
-        if acked <= arrivals.keys() or time.monotonic() > deadline:
-            return arrivals, samples, unmarked
+                out.arrivals.setdefault(seq, at)
+        out.samples.extend((s, n) for s, n in got["samples"] if s >> 24 == base >> 24)
+        out.unmarked += got["unmarked"]
+        out.spans.extend(map(tuple, got["spans"]))
+        got_spans += sum(n for _, n, _ in got["spans"])
+        done = acked <= out.arrivals.keys() and got_spans >= spans_acked
+        if done or time.monotonic() > deadline:
+            return out
         await asyncio.sleep(0.1)
 
 
 def _figures(
     args: argparse.Namespace,
-    batch: Batch,
+    batch: Rotation,
     run: Run,
     window: Window,
-    collected: tuple[dict[int, int], list[tuple[int, int]], int],
+    collected: Collected,
 ) -> dict[str, Any]:
-    arrivals, samples, unmarked = collected
+    arrivals, samples, unmarked = collected.arrivals, collected.samples, collected.unmarked
     ws, we = window.start_ns, window.end_ns
     seconds = (we - ws) / 1e9
     in_window = {seq: rec for seq, rec in run.sent.items() if ws <= rec[0] < we}
     codes = Counter(code for _, _, code in in_window.values())
     ok = [seq for seq, (_, _, code) in in_window.items() if code == "OK"]
     answered = sum(1 for _, t1, code in run.sent.values() if code == "OK" and ws <= t1 < we)
-    delivered = sum(1 for at in arrivals.values() if ws <= at < we)
+    # Spans counted at the sink as they arrived in the window (released holds too).
+    delivered_spans = sum(n for at, n, _ in collected.spans if ws <= at < we)
+    spans_seen = sum(n for _, n, _ in collected.spans)
+    enriched = sum(e for _, _, e in collected.spans)
     acked_total = sum(1 for _, _, code in run.sent.values() if code == "OK")
     cpu = {
         name: readings[1] - readings[0]
@@ -281,7 +325,6 @@ def _figures(
     }
     wall = cpu.pop("wall", seconds)
     target_cpu = cpu.get("target")
-    delivered_spans = delivered * batch.spans
     return {
         "target": args.target,
         "mode": "open" if args.rate > 0 else "closed",
@@ -297,6 +340,11 @@ def _figures(
         "latency_ms": summary_ms([run.sent[s][1] - run.sent[s][0] for s in ok]),
         "delivery_ms": summary_ms([arrivals[s] - run.sent[s][0] for s in ok if s in arrivals]),
         "undelivered_acknowledged": acked_total - sum(1 for s in arrivals if s in run.sent),
+        "spans_acknowledged": acked_total * batch.spans,
+        "spans_at_sink": spans_seen,
+        "spans_lost": max(0, acked_total * batch.spans - spans_seen),
+        "enriched_share": enriched / spans_seen if spans_seen else 0.0,
+        "shape": args.shape,
         "sample_span_mismatches": sum(1 for _, n in samples if n != batch.spans),
         "unmarked_at_sink": unmarked,
         "late_ms": summary_ms(run.late_ns),
@@ -325,6 +373,10 @@ def main() -> None:
     parser.add_argument("--sink-pid", type=int, default=0)
     parser.add_argument(
         "--span-time-ns", type=int, default=0, help="start of the last span (default: now)"
+    )
+    parser.add_argument("--shape", choices=SHAPES, default="narrow", help="workload shape")
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds to wait for acknowledged spans"
     )
     parser.add_argument("--run-id", type=int, default=1, help="0..255, tags this run's requests")
     args = parser.parse_args()

@@ -3,9 +3,10 @@
 Receives Export calls as raw bytes, decodes them into an ExportTraceServiceRequest,
 re-encodes, forwards to the downstream over one grpc.aio channel (no compression)
 and answers the sender after the downstream acknowledged. ``--tune-malloc``
-applies the glibc thresholds that ``serve`` applies (processor.tuning).
+applies the glibc thresholds that ``serve`` applies (processor.tuning). ``--bytes``
+forwards the received bytes without decoding them (the floor of any proxy).
 
-Usage: python -m benchmarks.passthrough --forward HOST:PORT [--port 0] [--tune-malloc]
+Usage: python -m benchmarks.passthrough --forward HOST:PORT [--port 0] [--tune-malloc] [--bytes]
 (prints {"grpc": "host:port", "malloc_tuned": bool} once listening)
 """
 
@@ -33,7 +34,8 @@ _RESPONSE = ExportTraceServiceResponse().SerializeToString()
 class Proxy:
     """Decode, re-encode, forward, then answer."""
 
-    def __init__(self, forward: str) -> None:
+    def __init__(self, forward: str, decode: bool = True) -> None:
+        self._decode = decode
         self._channel = grpc.aio.insecure_channel(
             forward,
             options=[
@@ -47,14 +49,16 @@ class Proxy:
 
     async def export(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """TraceService/Export."""
-        data = ExportTraceServiceRequest.FromString(raw).SerializeToString()
+        data = (
+            ExportTraceServiceRequest.FromString(raw).SerializeToString() if self._decode else raw
+        )
         await self._export(data, timeout=10.0)
         return _RESPONSE
 
 
-async def serve(port: int, forward: str, tuned: bool) -> None:
+async def serve(port: int, forward: str, tuned: bool, decode: bool = True) -> None:
     """Listen on 127.0.0.1:``port`` until cancelled; print the bound address first."""
-    proxy = Proxy(forward)
+    proxy = Proxy(forward, decode)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
     method = grpc.unary_unary_rpc_method_handler(
         proxy.export, request_deserializer=None, response_serializer=None
@@ -74,10 +78,11 @@ def main() -> None:
     parser.add_argument("--forward", required=True, metavar="HOST:PORT")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tune-malloc", action="store_true", help="as serve does")
+    parser.add_argument("--bytes", action="store_true", help="forward without decoding")
     args = parser.parse_args()
     tuned = tune_malloc() if args.tune_malloc else False
     try:
-        asyncio.run(serve(args.port, args.forward, tuned))
+        asyncio.run(serve(args.port, args.forward, tuned, not args.bytes))
     except KeyboardInterrupt:
         sys.exit(0)
 

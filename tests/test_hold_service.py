@@ -10,7 +10,7 @@ from conftest import Clock, push_sessions, service_config
 from correlation_kit import GW, MIKE, MS, S, attrs, event, gateway_span, request_of, who
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processor.correlate.hold import HeldSpan
+from processor.correlate.hold import HeldGroup
 from processor.service import Service
 from processor.sink import TraceSink
 
@@ -107,13 +107,13 @@ async def test_request_failing_as_a_whole_is_forwarded_as_received(
     try:
         await export(svc.addresses.grpc, request_of(gateway_span(trace=1)))
 
-        original = module.Correlator.hold_span
+        original = module.Correlator.hold_group
 
-        def boom(self: module.Correlator, held: HeldSpan, out: module.Outcome) -> None:
+        def boom(self: module.Correlator, held: HeldGroup, out: module.Outcome) -> None:
             original(self, held, out)  # holds the span, forcing trace 1 out
             raise RuntimeError("injected")
 
-        monkeypatch.setattr(module.Correlator, "hold_span", boom)
+        monkeypatch.setattr(module.Correlator, "hold_group", boom)
         await export(svc.addresses.grpc, request_of(gateway_span(trace=2)))
         spans = await sink.wait_for_spans(2)
     finally:

@@ -13,15 +13,21 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import chain, repeat
+from collections.abc import Callable
+from itertools import chain
 from operator import add
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from processor.correlate.address import AddressNormalizer
 from processor.correlate.columns import Columns, any_value
+from processor.correlate.decide import Decider
 from processor.correlate.find import AttributeFinder
-from processor.correlate.hold import HeldSpan
+from processor.correlate.hold import HeldGroup
+from processor.correlate.identity import AttributionEncoder
 from processor.correlate.memo import Computed
-from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
+from processor.correlate.outcome import Outcome, Payload, Rules
+from processor.correlate.received import Received
+from processor.correlate.resolve import EXACT
 from processor.correlate.usage import UsageReader
 from processor.correlate.wire import (
     PREFIXED,
@@ -32,11 +38,10 @@ from processor.correlate.wire import (
     field_size,
     varint,
 )
-from processor.model import Attribution
-
-if TYPE_CHECKING:
-    from processor.correlate.correlator import Correlator, Outcome, Rules
-    from processor.correlate.received import Received
+from processor.directory import Directory
+from processor.model import Attribution, User
+from processor.sessions.store import SessionLookup
+from processor.sessions.traces import TraceIdentities
 
 _MEMO_LIMIT = 65_536
 
@@ -47,7 +52,6 @@ class _Absent:
 
 _ABSENT: Any = _Absent()
 _NOT_IP: Any = object()  # a string that is not an address: the span has no address
-_MISS: Any = object()
 
 
 class BatchPath:
@@ -55,84 +59,84 @@ class BatchPath:
 
     def __init__(
         self,
-        correlator: Correlator,
         rules: Rules,
-        resolver: Resolver,
+        decider: Decider,
         usage: UsageReader | None,
+        traces: TraceIdentities,
+        normalize: AddressNormalizer,
+        encoder: AttributionEncoder,
+        hold: Callable[[HeldGroup, Outcome], None],
+        named: Callable[[User, str, str], Attribution],
     ) -> None:
-        self._c = correlator
         self._rules = rules
-        self._resolver = resolver
+        self._decider = decider
         self._usage = usage
+        self._traces = traces
+        self._normalize = normalize
+        self._encoder = encoder
+        self._hold_group = hold
+        self._named = named
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
         # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
         self._addresses: Computed[bytes | None, Any] = Computed(self._address, _MEMO_LIMIT)
         self._texts: Computed[bytes | None, str] = Computed(_string, _MEMO_LIMIT)
 
     def receive(
-        self, received: Received, columns: Columns, now_ns: int, tag: int, out: Outcome
+        self,
+        received: Received,
+        columns: Columns,
+        now_ns: int,
+        tag: int,
+        out: Outcome,
+        sessions: SessionLookup,
+        directory: Directory,
     ) -> Outcome:
         """Attribute or hold every span; fills ``out`` as the message path does."""
-        c = self._c
         n = received.spans
         if not n:
             return out
         out.spans = n
         ips, per_ip = self._addresses_of(received, columns)
         starts = columns.starts
-        trace_map = c._traces.entries
+        trace_map = self._traces.entries
         traced = [trace_map.get(t) for t in columns.trace_ids] if trace_map else None
         decisions: list[Attribution | None] = [None] * n
         held: list[int] = []
         pending: list[int] | None = None  # None: every span
         if traced is not None:
             pending = []
-            by_user: dict[int, Attribution] = {}
+            named = self._named
             for i, user in enumerate(traced):
                 if user is None:
                     pending.append(i)
-                    continue
-                a = by_user.get(id(user))
-                if a is None:
-                    a = by_user[id(user)] = Attribution(user, "trace", EXACT)
-                decisions[i] = a
+                else:
+                    decisions[i] = named(user, "trace", EXACT)
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
         models: list[str] | None = None
-        no_address = 0
-        by_ip: dict[str | None, Attribution | None] | None = None  # every span by address
-        if pending is None:
-            pending, by_ip = self._by_batch(ips, per_ip, starts, decisions)
-        for ip, group in _groups(ips, pending, n):
-            if ip is not None and self._by_address(ip, group, starts, decisions):
-                continue
+
+        def models_of() -> list[str]:
+            nonlocal models
             if models is None:
                 models = self._models_of(columns)
-            sessions, directory, resolve = c._sessions, c.directory, self._resolver.resolve
-            if ip is not None:  # request events at ip
-                found = self._resolver.resolve_at(
-                    ip, [starts[i] for i in group], [models[i] for i in group], sessions, directory
-                )
-                for i, a in zip(group, found, strict=True):
-                    decisions[i] = a
-                continue
-            for i in group:
-                a = decisions[i] = resolve(SpanFacts(ip, starts[i], models[i]), sessions, directory)
-                if a is None and ip is None:
-                    no_address += 1
+            return models
+
+        decided = self._decider.decide(
+            ips, starts, models_of, decisions, pending, sessions, directory, per_ip=per_ip
+        )
         # Each span's decision by a key: its address when the whole batch was decided
         # by address (their strings hash fast), else the decision's id.
         keys: list[Any]
         objects: dict[Any, Attribution | None]
-        if by_ip is not None:
-            keys, objects, counts = ips, by_ip, per_ip
+        if decided.by_ip is not None:
+            keys, objects, counts = ips, decided.by_ip, per_ip
         else:
             keys = list(map(id, decisions))
             objects = dict(zip(keys, decisions, strict=True))  # the decisions keep their ids
             counts = Counter(keys)
-        self._tally(counts, objects, held, no_address, out)
+        self._tally(counts, objects, held, decided.no_address, out)
         usage = self._usage
-        if usage is not None:
+        if usage is not None and len(held) < n:
             user_of = {key: a.user if a is not None else None for key, a in objects.items()}
             if held:
                 skip = set(held)
@@ -141,90 +145,18 @@ class BatchPath:
                 usage.add_columns(out.usage, [keys[i] for i in keep], user_of, values)
             else:
                 usage.add_columns(out.usage, keys, user_of, columns.values)
-        extras = self._encoded(keys, objects)
         if held:
-            if models is None:
-                models = self._models_of(columns)
-            self._hold(received, columns, held, ips, models, usage, now_ns, tag, out)
+            self._hold(received, columns, held, ips, models_of(), now_ns, tag, out)
         if n > len(held):
+            extras = self._encoded(keys, objects)
             if held or any(extras):
                 data = (None if held else _splice(received, extras)) or _rewrite(
                     received.view, extras, set(held)
                 )
             else:
                 data = received.raw
-            out.current = c.payload(data, n - len(held), tag)
+            out.current = Payload(data, n - len(held), Counter({tag: 1}))
         return out
-
-    def _by_batch(
-        self,
-        ips: list[str | None],
-        distinct: Counter[str | None],
-        starts: list[int],
-        decisions: list[Attribution | None],
-    ) -> tuple[list[int] | None, dict[str | None, Attribution | None] | None]:
-        """Decide every span at an address whose long-session answer holds from the
-        batch's first start to its last.
-
-        Returns the spans left (None: all), and the decision per address when none
-        is left.
-        """
-        c = self._c
-        sessions, directory = c._sessions, c.directory
-        first, last = min(starts), max(starts)
-        decided: dict[str | None, Attribution | None] = {}
-        memo: Memo = {}
-        for ip in distinct:
-            if ip is None or sessions.has_events(ip):
-                continue
-            a = self._resolver.by_address(ip, first, sessions, directory, memo)
-            if last < memo[ip][1]:
-                decided[ip] = a
-        if not decided:
-            return None, None
-        if len(decided) == len(distinct):
-            # Every address was decided: the caller keys its bookkeeping by address,
-            # so ``decisions`` is not filled in.
-            return [], decided
-        found = list(map(decided.get, ips, repeat(_MISS, len(ips))))
-        decisions[:] = [None if a is _MISS else a for a in found]
-        return [i for i, a in enumerate(found) if a is _MISS], None
-
-    def _by_address(
-        self,
-        ip: str,
-        group: range | list[int],
-        starts: list[int],
-        decisions: list[Attribution | None],
-    ) -> bool:
-        """Decide the spans of ``group`` (all at ``ip``) by long sessions and the
-        directory; False when request events at ``ip`` need the per-span path.
-
-        One lookup at the earliest start answers the whole group when the
-        sessions on ``ip`` provably give the same answer until after the latest.
-        """
-        c = self._c
-        sessions, directory = c._sessions, c.directory
-        if sessions.has_events(ip):
-            return False
-        by_address = self._resolver.by_address
-        memo: Memo = {}
-        if isinstance(group, range):
-            first, last = min(starts), max(starts)
-        else:
-            times = [starts[i] for i in group]
-            first, last = min(times), max(times)
-        a = by_address(ip, first, sessions, directory, memo)
-        if last < memo[ip][1]:
-            if isinstance(group, range):
-                decisions[:] = [a] * len(group)
-            else:
-                for i in group:
-                    decisions[i] = a
-            return True
-        for i in group:
-            decisions[i] = by_address(ip, starts[i], sessions, directory, memo)
-        return True
 
     # ------------------------------------------------------------------ per column
 
@@ -261,7 +193,7 @@ class BatchPath:
         """The memo entry for an encoded value (None: no such attribute): the
         address, _NOT_IP or _ABSENT."""
         text = _string(encoded)
-        return (self._c._normalize(text) or _NOT_IP) if text else _ABSENT
+        return (self._normalize(text) or _NOT_IP) if text else _ABSENT
 
     def _resource_fallback(self, received: Received, found: list[Any]) -> list[str | None]:
         out: list[str | None] = []
@@ -269,7 +201,7 @@ class BatchPath:
         for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
             count = sum(len(ss.spans) for ss in rs.scope_spans)
             raw_addr = self._find_resource_addr(frame.decoded.attributes)
-            ip = self._c._normalize(raw_addr) if raw_addr else None
+            ip = self._normalize(raw_addr) if raw_addr else None
             out.extend(ip if f is _ABSENT else f for f in found[at : at + count])
             at += count
         return out
@@ -307,7 +239,7 @@ class BatchPath:
 
     def _encoded(self, ids: list[Any], objects: dict[Any, Attribution | None]) -> list[bytes]:
         """Each span's encoded attribution (empty for none), encoded once per decision."""
-        encode = self._c._encoder.encoded
+        encode = self._encoder.encoded
         by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}
         return list(map(by_id.__getitem__, ids))
 
@@ -318,50 +250,46 @@ class BatchPath:
         held: list[int],
         ips: list[str | None],
         models: list[str],
-        usage: UsageReader | None,
         now_ns: int,
         tag: int,
         out: Outcome,
     ) -> None:
-        c = self._c
-        spans = received.span_bytes()
-        origins = _origins(received)
-        deadline = now_ns + self._rules.hold_ns
-        used = usage.usages(columns.values, held) if usage is not None else [None] * len(held)
-        trace_ids, starts = columns.trace_ids, columns.starts
-        for i, spent in zip(held, used, strict=True):
-            span = HeldSpan(
-                spans[i],
-                origins[i],
-                trace_ids[i],
-                SpanFacts(ips[i], starts[i], models[i]),
-                None,
-                deadline,
+        """Hold the spans of ``held`` as one group."""
+        spans, origins = received.span_bytes(), _origins(received)
+        trace_ids, starts, values = columns.trace_ids, columns.starts, columns.values
+        if len(held) == len(spans):
+            group = HeldGroup(
+                spans,
+                origins,
+                trace_ids,
+                ips,
+                starts,
+                models,
+                now_ns + self._rules.hold_ns,
                 tag,
-                spent,
+                values=values if self._usage is not None else None,
             )
-            c.hold_span(span, out)
+        else:
+            pick = held.__iter__
+            group = HeldGroup(
+                [spans[i] for i in pick()],
+                [origins[i] for i in pick()],
+                [trace_ids[i] for i in pick()],
+                [ips[i] for i in pick()],
+                [starts[i] for i in pick()],
+                [models[i] for i in pick()],
+                now_ns + self._rules.hold_ns,
+                tag,
+                values={k: [v[i] for i in pick()] for k, v in values.items()}
+                if self._usage is not None
+                else None,
+            )
+        self._hold_group(group, out)
 
 
 def _string(encoded: bytes | None) -> str:
     value = any_value(encoded)
     return value.string_value if value is not None else ""
-
-
-def _groups(
-    ips: list[str | None], pending: list[int] | None, n: int
-) -> list[tuple[str | None, range | list[int]]]:
-    """The spans to decide (``pending``, or all ``n``), grouped by address."""
-    if pending is None and n and ips.count(ips[0]) == n:
-        return [(ips[0], range(n))]
-    groups: dict[str | None, list[int]] = {}
-    for i in range(n) if pending is None else pending:
-        group = groups.get(ips[i])
-        if group is None:
-            groups[ips[i]] = [i]
-        else:
-            group.append(i)
-    return list(groups.items())
 
 
 def _origins(received: Received) -> list[Origin]:

@@ -9,9 +9,8 @@ request event, can still attribute them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, MutableSequence, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import MutableSequence, Sequence
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -21,92 +20,55 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from processor.correlate.address import AddressNormalizer
 from processor.correlate.batch import BatchPath
 from processor.correlate.columns import ColumnReader, Columns
+from processor.correlate.decide import Decider
 from processor.correlate.find import AttributeFinder
-from processor.correlate.hold import HeldSpan, HoldBuffer
-from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder, EmailHasher
+from processor.correlate.hold import HeldGroup, HoldBuffer, Piece
+from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder
 from processor.correlate.lag import LagLearner
+from processor.correlate.outcome import CorrelationFailed, Outcome, Payload, Rules
 from processor.correlate.received import Received
+from processor.correlate.release import Releaser
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
-from processor.correlate.usage import (
-    PROVIDER,
-    USAGE_KEYS,
-    Usage,
-    UsageKey,
-    UsageReader,
-    add_usage,
-)
-from processor.correlate.wire import Origin, build_request
+from processor.correlate.usage import PROVIDER, USAGE_KEYS, Usage, UsageReader, add_usage
+from processor.correlate.wire import Origin
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
 from processor.sessions.store import SessionLookup
 from processor.sessions.traces import TraceIdentities
 
+__all__ = ["CorrelationFailed", "Correlator", "Outcome", "Payload", "Rules"]
+
 _WRITTEN = frozenset(WRITTEN_KEYS)
 _LLM_MARK = PROVIDER.encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """Compiled correlation settings."""
+class _Holding:
+    """The spans the message path holds from one request, gathered into one group."""
 
-    address_keys: tuple[str, ...]
-    model_keys: tuple[str, ...]
-    principal_keys: tuple[str, ...]
-    hold_ns: int
-    hasher: EmailHasher | None = None  # identity.hash_emails
+    def __init__(self) -> None:
+        self.spans: list[bytes] = []
+        self.origins: list[Origin] = []
+        self.trace_ids: list[bytes] = []
+        self.facts: list[SpanFacts] = []
+        self.present: list[frozenset[str] | None] = []
+        self.usages: list[Usage | None] = []
 
-
-class Payload(NamedTuple):
-    """A serialized ExportTraceServiceRequest, its span count, and where they came from.
-
-    ``tags`` counts the spans per caller-supplied request tag (the current part
-    of a request counts as one unit), so a caller can tell when every span of a
-    request it journaled has been delivered.
-    """
-
-    data: bytes
-    spans: int
-    tags: Counter[int]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What to send, and what happened (for metrics).
-
-    ``current`` holds the received request's spans that were not held; ``released``
-    holds spans that left the hold buffer (possibly from earlier requests).
-    """
-
-    current: Payload | None = None
-    released: list[Payload] = field(default_factory=list)
-    spans: int = 0
-    # (method, confidence) -> spans attributed that way (("session", "ambiguous")
-    # with no user under the skip and candidates policies).
-    attributed: Counter[tuple[str, str]] = field(default_factory=Counter)
-    unattributed: int = 0  # released or passed with nobody found (no user, no ambiguity)
-    no_address: int = 0
-    held: int = 0
-    failed: int = 0  # spans whose attribution raised: forwarded as they came
-    released_early: int = 0
-    released_deadline: int = 0
-    forced_out: int = 0
-    # Trace identities learned from this request's spans (to share with replicas).
-    learned: list[tuple[bytes, User]] = field(default_factory=list)
-    # LLM usage of the spans that left, by (user, provider, model).
-    usage: dict[UsageKey, list[float]] = field(default_factory=dict)
-
-
-Decide = Callable[[HeldSpan], Attribution | None]
-
-
-class CorrelationFailed(Exception):
-    """``receive`` failed as a whole; ``released`` must still be sent (spans of earlier
-    requests that left the hold meanwhile). This request's holds were undone."""
-
-    def __init__(self, released: list[Payload]) -> None:
-        super().__init__("correlation failed")
-        self.released = released
+    def group(self, deadline_ns: int, tag: int) -> HeldGroup:
+        facts = self.facts
+        return HeldGroup(
+            self.spans,
+            self.origins,
+            self.trace_ids,
+            [f.ip for f in facts],
+            [f.start_ns for f in facts],
+            [f.model for f in facts],
+            deadline_ns,
+            tag,
+            usages=self.usages,
+            principals=[f.principals for f in facts],
+            present=self.present,
+        )
 
 
 class Correlator:
@@ -141,10 +103,22 @@ class Correlator:
         self._normalize = AddressNormalizer()
         self._encoder = AttributionEncoder(rules.hasher)
         self._usage = usage
-        self._holding: list[HeldSpan] = []  # held by the receive() in progress
+        self._holding: list[HeldGroup] = []  # held by the receive() in progress
+        self._gathering: _Holding | None = None  # the message path's held spans
         wanted = [*rules.address_keys, *rules.model_keys, *(USAGE_KEYS if usage else ())]
         self._column_reader = ColumnReader(wanted, reader.keys)
-        self._batch = BatchPath(self, rules, resolver, usage)
+        decider = Decider(resolver)
+        self._releaser = Releaser(resolver, decider, self._encoder, traces, usage)
+        self._batch = BatchPath(
+            rules,
+            decider,
+            usage,
+            traces,
+            self._normalize,
+            self._encoder,
+            lambda group, out: self.hold_group(group, out),
+            resolver.named,
+        )
 
     @property
     def lags(self) -> LagLearner | None:
@@ -180,18 +154,20 @@ class Correlator:
         try:
             columns = self._columns_of(received)
             if columns is not None:
-                return self._batch.receive(received, columns, now_ns, tag, out)
+                return self._batch.receive(
+                    received, columns, now_ns, tag, out, self._sessions, self.directory
+                )
             return self._receive(received.message(), received.raw, now_ns, tag, out)
         except Exception as exc:
             # Undo this request's holds that have not left yet, so that forwarding
             # the request as received does not send them twice; spans released
             # meanwhile (other requests' too) still go out with the fallback.
-            for held in self._holding:
-                if not held.done:
-                    self._hold.release(held)
+            for group in self._holding:
+                self._hold.release(group)
             raise CorrelationFailed(out.released) from exc
         finally:
             self._holding = []
+            self._gathering = None
 
     def _columns_of(self, received: Received) -> Columns | None:
         """The request's columns when the batch path applies: no identity can be on
@@ -226,8 +202,12 @@ class Correlator:
             usage.begin(raw)
         changed = False
         learned: list[bytes] = []
+        self._gathering = _Holding()
         for rs in request.resource_spans:
             changed |= self._receive_resource(rs, check, now_ns, out, learned, tag, usage)
+        gathered, self._gathering = self._gathering, None
+        if gathered.spans:
+            self.hold_group(gathered.group(now_ns + self._rules.hold_ns, tag), out)
         if out.held:
             _drop_empty(request)
         if out.spans > out.held:
@@ -303,7 +283,7 @@ class Correlator:
                     if origin is None:
                         origin = _origin(rs, ss)
                     used = usage.read(attrs) if usage is not None else None
-                    self._hold_span(span, origin, resource_ip, check, now_ns, out, tag, used)
+                    self._hold_span(span, origin, resource_ip, check, used)
                     held.append(index)
                     continue
                 else:
@@ -341,36 +321,25 @@ class Correlator:
         origin: Origin,
         resource_ip: str | None,
         check: bool,
-        now_ns: int,
-        out: Outcome,
-        tag: int,
         used: Usage | None,
     ) -> None:
-        held = HeldSpan(
-            span.SerializeToString(),
-            origin,
-            span.trace_id,
-            self._facts(span, resource_ip),
-            _present(span.attributes) if check else None,
-            now_ns + self._rules.hold_ns,
-            tag,
-            used,
-        )
-        self.hold_span(held, out)
+        gathering = self._gathering
+        assert gathering is not None
+        gathering.spans.append(span.SerializeToString())
+        gathering.origins.append(origin)
+        gathering.trace_ids.append(span.trace_id)
+        gathering.facts.append(self._facts(span, resource_ip))
+        gathering.present.append(_present(span.attributes) if check else None)
+        gathering.usages.append(used)
 
-    def hold_span(self, held: HeldSpan, out: Outcome) -> None:
-        """Put ``held`` in the hold buffer; spans it forces out leave in ``out``."""
-        out.held += 1
-        self._holding.append(held)
-        forced = self._hold.add(held)
+    def hold_group(self, group: HeldGroup, out: Outcome) -> None:
+        """Put ``group`` in the hold buffer; spans it forces out leave in ``out``."""
+        out.held += len(group)
+        self._holding.append(group)
+        forced = self._hold.add(group)
         if forced:
-            out.forced_out += len(forced)
-            self._emit(forced, out, lambda h: self._resolve(h.facts))
-
-    @staticmethod
-    def payload(data: bytes, spans: int, tag: int) -> Payload:
-        """The payload for the part of a request that leaves now."""
-        return Payload(data, spans, Counter({tag: 1}))
+            out.forced_out += sum(len(p.indexes) for p in forced)
+            self._release(forced, out)
 
     # ------------------------------------------------------------------ later identity
 
@@ -400,91 +369,31 @@ class Correlator:
         """Release spans whose hold ran out, attributed by timing and the directory."""
         out = Outcome()
         due = self._hold.due(now_ns)
-        out.released_deadline += len(due)
-        self._emit(due, out, self._in_start_order(due))
+        out.released_deadline += sum(len(p.indexes) for p in due)
+        self._release(due, out)
         return out
 
     def drain(self) -> Outcome:
         """Release every held span now (shutdown)."""
         out = Outcome()
         held = self._hold.drain()
-        out.released_deadline += len(held)
-        self._emit(held, out, self._in_start_order(held))
+        out.released_deadline += sum(len(p.indexes) for p in held)
+        self._release(held, out)
         return out
 
-    def _in_start_order(self, released: Sequence[HeldSpan]) -> Decide:
-        """Decide ``released`` by trace, timing and directory, in span start order.
-
-        Deciding earlier calls first lets each claim its call event before a later
-        call could (see ``claims``); the spans still leave in their own order. A
-        decision that raised raises again when :meth:`_emit` asks for it.
-        """
-        memo: Memo = {}
-        decided: dict[int, Attribution | Exception | None] = {}
-        for held in sorted(released, key=lambda h: h.facts.start_ns):
-            try:
-                decided[id(held)] = self._traced(held) or self._resolve_held(held.facts, memo)
-            except Exception as exc:  # re-raised in _emit, which fails open
-                decided[id(held)] = exc
-
-        def decide(held: HeldSpan) -> Attribution | None:
-            a = decided[id(held)]
-            if isinstance(a, Exception):
-                raise a
-            return a
-
-        return decide
+    def _release(self, pieces: Sequence[Piece], out: Outcome, *, by_trace: bool = False) -> None:
+        self._releaser.release(pieces, out, self._sessions, self.directory, by_trace_only=by_trace)
 
     def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
         released = self._hold.trace(trace_id)
         if released:
-            out.released_early += len(released)
-            self._emit(released, out, self._traced)
-
-    def _traced(self, held: HeldSpan) -> Attribution | None:
-        user = self._traces.get(held.trace_id)
-        return Attribution(user, "trace", EXACT) if user is not None else None
-
-    def _emit(self, released: Sequence[HeldSpan], out: Outcome, decide: Decide) -> None:
-        """Append the attribution bytes to each released span and build one request."""
-        # Spans of one scope share one Origin object: group by identity (a dataclass
-        # hash per span is costly), then merge equal origins of different requests.
-        by_id: dict[int, tuple[Origin, list[bytes]]] = {}
-        tags: Counter[int] = Counter()
-        for held in released:
-            tags[held.tag] += 1
-            try:
-                a = decide(held)
-                extra = self._encoder.encoded(a, held.present) if a is not None else b""
-            except Exception:  # fail open: the span goes out as it came
-                a, extra = None, b""
-                out.failed += 1
-            self._count(a, held.facts, out)
-            if held.usage is not None:
-                add_usage(out.usage, a.user if a is not None else None, held.usage)
-            group = by_id.get(id(held.origin))
-            if group is None:
-                group = by_id[id(held.origin)] = (held.origin, [])
-            group[1].append(held.span + extra)
-        groups: dict[Origin, list[bytes]] = {}
-        for origin, spans in by_id.values():
-            groups.setdefault(origin, []).extend(spans)
-        if groups:
-            out.released.append(Payload(build_request(groups.items()), len(released), tags))
+            out.released_early += sum(len(p.indexes) for p in released)
+            self._release(released, out, by_trace=True)
 
     # ------------------------------------------------------------------ helpers
 
     def _resolve(self, facts: SpanFacts) -> Attribution | None:
         return self._resolver.resolve(facts, self._sessions, self.directory)
-
-    def _resolve_held(self, facts: SpanFacts, memo: Memo) -> Attribution | None:
-        """:meth:`_resolve`, sharing long-session answers across one release batch."""
-        ip = facts.ip
-        if ip is not None and not facts.principals and not self._sessions.has_events(ip):
-            return self._resolver.by_address(
-                ip, facts.start_ns, self._sessions, self.directory, memo
-            )
-        return self._resolve(facts)
 
     def _write(
         self, span: Span, a: Attribution | None, facts: SpanFacts | None, check: bool, out: Outcome

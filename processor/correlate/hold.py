@@ -1,119 +1,248 @@
-"""Spans waiting for their identity: a bounded buffer ordered by deadline (pure).
+"""Spans waiting for their identity, held by the request they came in (pure).
 
-The caller supplies the time; nothing here reads a clock or does I/O.
+A request's held spans form one :class:`HeldGroup`: their bytes, resources and
+scopes, trace ids and the facts the resolver needs, as parallel lists. The
+buffer keeps groups in deadline order (every hold has the same length, so that
+is arrival order) and indexes them by trace id; deadlines, early releases and
+forced releases move groups, or runs of one group's spans, never one object per
+span. The caller supplies the time; nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, Sequence
+from itertools import compress, repeat
+from typing import NamedTuple
 
-from processor.correlate.resolve import SpanFacts
 from processor.correlate.usage import Usage
 from processor.correlate.wire import Origin
 
 
-class HeldSpan:
-    """One serialized span and what is needed to attribute it later."""
+class HeldGroup:
+    """The held spans of one request, in request order.
+
+    ``values`` holds the usage columns of the spans (the column path);
+    ``usages`` what each span used (the message path); ``principals`` and
+    ``present`` are per span when the message path read them.
+    """
 
     __slots__ = (
         "deadline_ns",
-        "done",
-        "facts",
+        "ips",
+        "live",
+        "models",
         "origin",
+        "origins",
         "present",
-        "span",
+        "principals",
+        "spans",
+        "starts",
         "tag",
-        "trace_id",
-        "usage",
+        "trace_ids",
+        "usages",
+        "values",
+        "waiting",
     )
 
     def __init__(
         self,
-        span: bytes,
-        origin: Origin,
-        trace_id: bytes,
-        facts: SpanFacts,
-        present: frozenset[str] | None,
+        spans: list[bytes],
+        origins: list[Origin],
+        trace_ids: list[bytes],
+        ips: list[str | None],
+        starts: list[int],
+        models: list[str],
         deadline_ns: int,
         tag: int = 0,
-        usage: Usage | None = None,
+        *,
+        values: Mapping[str, Sequence[bytes | None]] | None = None,
+        usages: list[Usage | None] | None = None,
+        principals: list[tuple[tuple[str, str], ...]] | None = None,
+        present: list[frozenset[str] | None] | None = None,
     ) -> None:
-        self.span = span
-        self.origin = origin
-        self.trace_id = trace_id
-        self.facts = facts
-        self.present = present
+        self.spans = spans
+        self.origins = origins
+        # The one resource and scope of every span, when they share one (the usual case).
+        self.origin = origins[0] if origins and origins.count(origins[0]) == len(origins) else None
+        self.trace_ids = trace_ids
+        self.ips = ips
+        self.starts = starts
+        self.models = models
         self.deadline_ns = deadline_ns
         self.tag = tag
-        self.usage = usage
-        self.done = False
+        self.values = values
+        self.usages = usages
+        self.principals = principals
+        self.present = present
+        self.waiting = bytearray(b"\x01" * len(spans))  # 1: still held
+        self.live = len(spans)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def take(self, indexes: list[int]) -> list[int]:
+        """Mark ``indexes`` released; returns those that were still held."""
+        waiting = self.waiting
+        taken = [i for i in indexes if waiting[i]]
+        for i in taken:
+            waiting[i] = 0
+        self.live -= len(taken)
+        return taken
+
+    def take_all(self) -> list[int]:
+        """Release every span still held; returns their indexes."""
+        if self.live == len(self.spans):
+            taken = list(range(len(self.spans)))
+        else:
+            taken = list(compress(range(len(self.spans)), self.waiting))
+        self.waiting = bytearray(len(self.spans))
+        self.live = 0
+        return taken
+
+    def take_first(self, count: int) -> list[int]:
+        """Release the ``count`` earliest spans still held."""
+        if self.live == len(self.spans) and count < self.live:
+            taken = list(range(count))
+            self.waiting[:count] = bytes(count)
+            self.live -= count
+            return taken
+        if count >= self.live:
+            return self.take_all()
+        held = list(compress(range(len(self.spans)), self.waiting))[:count]
+        return self.take(held)
+
+
+class Piece(NamedTuple):
+    """Spans of one group released together."""
+
+    group: HeldGroup
+    indexes: list[int]
 
 
 class HoldBuffer:
-    """FIFO of held spans (every hold has the same length, so FIFO is deadline order).
+    """Held groups in deadline order, indexed by trace id; at most ``max_spans`` spans.
 
-    Indexed by trace id so that an arriving trace identity releases exactly the
-    spans of that trace. Released entries are flagged and skipped lazily, which
-    keeps every operation O(released).
+    Released spans are flagged in their group and a group leaves the queue when
+    its deadline comes or it has nothing left, which keeps every operation
+    proportional to the spans it releases.
     """
 
     def __init__(self, max_spans: int) -> None:
         self._max = max_spans
-        self._queue: deque[HeldSpan] = deque()
-        self._by_trace: dict[bytes, list[HeldSpan]] = {}
+        self._queue: deque[HeldGroup] = deque()
+        # trace id -> the group (or groups) holding spans of that trace
+        self._by_trace: dict[bytes, HeldGroup | list[HeldGroup]] = {}
         self._live = 0
 
     def __len__(self) -> int:
         return self._live
 
-    def add(self, held: HeldSpan) -> list[HeldSpan]:
-        """Hold ``held``; returns the oldest spans forced out when the buffer was full."""
-        self._queue.append(held)
-        if held.trace_id:
-            self._by_trace.setdefault(held.trace_id, []).append(held)
-        self._live += 1
-        forced = []
+    def add(self, group: HeldGroup) -> list[Piece]:
+        """Hold ``group``; returns the oldest spans forced out when the buffer is full."""
+        if not len(group):
+            return []
+        self._queue.append(group)
+        index, trace_ids = self._by_trace, group.trace_ids
+        if index.keys().isdisjoint(trace_ids):
+            index.update(zip(trace_ids, repeat(group)))
+        else:
+            for trace_id in trace_ids:
+                self._index(trace_id, group)
+        self._live += group.live
+        forced: list[Piece] = []
         while self._live > self._max:
-            forced.append(self._pop_oldest())
+            head = self._queue[0]
+            if not head.live:
+                self._pop()
+                continue
+            taken = head.take_first(self._live - self._max)
+            self._live -= len(taken)
+            forced.append(Piece(head, taken))
+            if not head.live:
+                self._pop()
         return forced
 
-    def due(self, now_ns: int) -> list[HeldSpan]:
+    def due(self, now_ns: int) -> list[Piece]:
         """Release every span whose deadline has passed."""
-        out = []
-        while self._queue and (self._queue[0].done or self._queue[0].deadline_ns <= now_ns):
-            head = self._queue.popleft()
-            if not head.done:
-                out.append(self._release(head))
+        out: list[Piece] = []
+        queue = self._queue
+        while queue and (not queue[0].live or queue[0].deadline_ns <= now_ns):
+            head = queue[0]
+            if head.live:
+                taken = head.take_all()
+                self._live -= len(taken)
+                out.append(Piece(head, taken))
+            self._pop()
         return out
 
-    def trace(self, trace_id: bytes) -> list[HeldSpan]:
-        """Release every span of ``trace_id``."""
-        return [self._release(h) for h in self._by_trace.pop(trace_id, ()) if not h.done]
+    def trace(self, trace_id: bytes) -> list[Piece]:
+        """Release every held span of ``trace_id``."""
+        found = self._by_trace.pop(trace_id, None)
+        if found is None:
+            return []
+        out: list[Piece] = []
+        for group in found if isinstance(found, list) else (found,):
+            taken = group.take(_positions(group.trace_ids, trace_id))
+            if taken:
+                self._live -= len(taken)
+                out.append(Piece(group, taken))
+        return out
 
-    def release(self, held: HeldSpan) -> HeldSpan:
-        """Take one held span out (it is skipped when its deadline comes)."""
-        return self._release(held)
+    def release(self, group: HeldGroup) -> list[int]:
+        """Take the rest of ``group`` out (it leaves the queue when its turn comes)."""
+        taken = group.take_all()
+        self._live -= len(taken)
+        self._forget(group)
+        return taken
 
-    def drain(self) -> list[HeldSpan]:
+    def drain(self) -> list[Piece]:
         """Release everything (shutdown)."""
-        out = [self._release(h) for h in self._queue if not h.done]
+        out = []
+        for group in self._queue:
+            if group.live:
+                taken = group.take_all()
+                out.append(Piece(group, taken))
         self._queue.clear()
         self._by_trace.clear()
+        self._live = 0
         return out
 
-    def _pop_oldest(self) -> HeldSpan:
-        while True:
-            head = self._queue.popleft()
-            if not head.done:
-                return self._release(head)
+    # ------------------------------------------------------------------ index
 
-    def _release(self, held: HeldSpan) -> HeldSpan:
-        held.done = True
-        self._live -= 1
-        bucket = self._by_trace.get(held.trace_id)
-        if bucket is not None:
-            if held in bucket:
-                bucket.remove(held)  # a trace holds a handful of spans
-            if not bucket:
-                del self._by_trace[held.trace_id]
-        return held
+    def _index(self, trace_id: bytes, group: HeldGroup) -> None:
+        found = self._by_trace.get(trace_id)
+        if found is None:
+            self._by_trace[trace_id] = group
+        elif isinstance(found, list):
+            if group not in found:
+                found.append(group)
+        elif found is not group:
+            self._by_trace[trace_id] = [found, group]
+
+    def _pop(self) -> None:
+        self._forget(self._queue.popleft())
+
+    def _forget(self, group: HeldGroup) -> None:
+        """Drop the index entries that point at ``group``."""
+        index = self._by_trace
+        for trace_id in group.trace_ids:
+            found = index.get(trace_id)
+            if found is group:
+                del index[trace_id]
+            elif isinstance(found, list) and group in found:
+                found.remove(group)
+                if len(found) == 1:
+                    index[trace_id] = found[0]
+
+
+def _positions(items: list[bytes], value: bytes) -> list[int]:
+    """Every index of ``value`` in ``items`` (searched in C)."""
+    out: list[int] = []
+    at = -1
+    while True:
+        try:
+            at = items.index(value, at + 1)
+        except ValueError:
+            return out
+        out.append(at)

@@ -85,6 +85,7 @@ class Resolver:
         self._margin = margin
         self.claims = Claims()
         self._decisions: dict[tuple[str, str, int, int], Attribution] = {}
+        self._named: dict[tuple[int, str, str], Attribution] = {}
 
     def _learned(self, ip: str, t_ns: int, events: Sequence[Session]) -> Learned | None:
         """The learned lag of every kind among ``events`` at ``ip``.
@@ -128,7 +129,7 @@ class Resolver:
         decision = self._decide(match.users)
         if decision is None:
             user = directory.by_address(ip)
-            decision = Attribution(user, DIRECTORY, HIGH) if user is not None else None
+            decision = self.named(user, DIRECTORY, HIGH) if user is not None else None
         memo[ip] = (t_ns, match.until_ns, decision)
         return decision
 
@@ -283,6 +284,18 @@ class Resolver:
             )
         return self._interned(None, AMBIGUOUS, n, margin)
 
+    def named(self, user: User, method: str, confidence: str) -> Attribution:
+        """The shared Attribution naming ``user`` this way (one object per user object,
+        so a busy user's attribute bytes are encoded once, not per span or batch)."""
+        key = (id(user), method, confidence)
+        hit = self._named.get(key)
+        if hit is not None and hit.user is user:
+            return hit
+        if len(self._named) >= _DECISIONS_LIMIT:
+            self._named.clear()
+        found = self._named[key] = Attribution(user, method, confidence)
+        return found
+
     def _interned(self, user: User | None, confidence: str, n: int, margin: int) -> Attribution:
         """One Attribution object per distinct decision, so the span writer encodes each
         once (it caches encoded attributes by object)."""
@@ -315,7 +328,7 @@ class Resolver:
         if not users:
             return None
         if len(users) == 1:
-            return Attribution(users[0], SESSION, HIGH)
+            return self.named(users[0], SESSION, HIGH)
         n = len(users)
         if self._policy == "nearest":  # users are sorted nearest first
             return Attribution(users[0], SESSION, AMBIGUOUS, candidate_count=n)

@@ -11,6 +11,8 @@ from processor.model import EVENT_KINDS, Session, User
 from processor.sessions.events import EventIndex
 from processor.sessions.store import NEVER, Match
 
+_NOBODY = Match((), NEVER)
+
 
 @dataclass(slots=True)
 class _AddressSessions:
@@ -20,13 +22,18 @@ class _AddressSessions:
     seqs: list[int] = field(default_factory=list)
     # Longest session ever stored here: bounds how far back a lookup scans.
     max_span_ns: int = 0
+    # The last answer (valid from, valid until, answer), until the sessions change:
+    # a busy address is looked up once, not once per span or per batch.
+    answer: tuple[int, int, Match] | None = None
 
     def insert(self, start_ns: int, seq: int) -> None:
+        self.answer = None
         i = bisect_right(self.starts, start_ns)
         self.starts.insert(i, start_ns)
         self.seqs.insert(i, seq)
 
     def remove(self, start_ns: int, seq: int) -> None:
+        self.answer = None
         i = bisect_left(self.starts, start_ns)
         while self.seqs[i] != seq:
             i += 1
@@ -103,7 +110,10 @@ class MemorySessionStore:
         """Distinct users whose session on ``ip`` covers ``t_ns``, and until when that holds."""
         entry = self._by_ip.get(ip)
         if entry is None:
-            return Match((), NEVER)
+            return _NOBODY
+        answer = entry.answer
+        if answer is not None and answer[0] <= t_ns < answer[1]:
+            return answer[2]
         found: tuple[User, ...] = ()
         after = bisect_right(entry.starts, t_ns)
         until = entry.starts[after] if after < len(entry.starts) else NEVER
@@ -113,7 +123,9 @@ class MemorySessionStore:
                 until = min(until, s.end_ns + 1)
                 if all(u.key != s.user.key for u in found):
                     found += (s.user,)
-        return Match(found, until)
+        match = Match(found, until)
+        entry.answer = (t_ns, until, match)
+        return match
 
     def expire(self, now_ns: int) -> int:
         """Drop every session and event whose end is before ``now_ns``."""

@@ -1,0 +1,213 @@
+"""Spans leaving the hold: decided together, counted, and sent as one request (pure).
+
+Whatever released them (their deadline, a full buffer, shutdown, or their
+trace's identity arriving), the pieces of held groups that leave at one time
+are decided as one set of columns (``decide``), their usage is added per
+distinct user, each distinct decision is encoded once, and they go out in one
+request built from their resource and scope bytes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from operator import add
+from typing import Any
+
+from processor.correlate.decide import Decider, Principals
+from processor.correlate.hold import Piece
+from processor.correlate.identity import AttributionEncoder
+from processor.correlate.outcome import Outcome, Payload
+from processor.correlate.resolve import EXACT, Resolver
+from processor.correlate.usage import UsageReader, add_usage
+from processor.correlate.wire import Origin, build_request
+from processor.directory import Directory
+from processor.model import Attribution, User
+from processor.sessions.store import SessionLookup
+from processor.sessions.traces import TraceIdentities
+
+
+class Releaser:
+    """Turns released pieces into one payload and their counts."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        decider: Decider,
+        encoder: AttributionEncoder,
+        traces: TraceIdentities,
+        usage: UsageReader | None,
+    ) -> None:
+        self._resolver = resolver
+        self._decider = decider
+        self._encoder = encoder
+        self._traces = traces
+        self._usage = usage
+
+    def release(
+        self,
+        pieces: Sequence[Piece],
+        out: Outcome,
+        sessions: SessionLookup,
+        directory: Directory,
+        *,
+        by_trace_only: bool = False,
+    ) -> None:
+        """Decide ``pieces`` and append their request to ``out.released``.
+
+        ``by_trace_only``: the spans' trace identities are known (an early
+        release); nothing else is looked up. Fail open: when deciding raises,
+        the spans go out as they came and count as failed.
+        """
+        pieces = [p for p in pieces if p.indexes]
+        if not pieces:
+            return
+        n = sum(len(p.indexes) for p in pieces)
+        try:
+            decisions = self._decide(pieces, sessions, directory, by_trace_only)
+        except Exception:  # one bad decision must not keep spans back
+            decisions = [None] * n
+            out.failed += n
+            self._send(pieces, decisions, out, count=False)
+            return
+        self._send(pieces, decisions, out, count=True)
+
+    def _decide(
+        self,
+        pieces: list[Piece],
+        sessions: SessionLookup,
+        directory: Directory,
+        by_trace_only: bool,
+    ) -> list[Attribution | None]:
+        trace_ids = _gather(pieces, "trace_ids")
+        n = len(trace_ids)
+        decisions: list[Attribution | None] = [None] * n
+        trace_map = self._traces.entries
+        pending: list[int] | None = None
+        if trace_map:
+            named = self._resolver.named
+            pending = []
+            for i, user in enumerate(map(trace_map.get, trace_ids)):
+                if user is None:
+                    pending.append(i)
+                else:
+                    decisions[i] = named(user, "trace", EXACT)
+        if by_trace_only or pending == []:
+            return decisions
+        ips: list[str | None] = _gather(pieces, "ips")
+        principals: list[Principals] | None = None
+        if any(p.group.principals is not None for p in pieces):
+            principals = [
+                p.group.principals[i] if p.group.principals is not None else ()
+                for p in pieces
+                for i in p.indexes
+            ]
+        decided = self._decider.decide(
+            ips,
+            _gather(pieces, "starts"),
+            lambda: _gather(pieces, "models"),
+            decisions,
+            pending,
+            sessions,
+            directory,
+            principals,
+        )
+        if decided.by_ip is not None:
+            return list(map(decided.by_ip.__getitem__, ips))
+        return decisions
+
+    def _send(
+        self,
+        pieces: list[Piece],
+        decisions: list[Attribution | None],
+        out: Outcome,
+        *,
+        count: bool,
+    ) -> None:
+        """Count, add usage, encode and build the request of the released spans."""
+        keys = list(map(id, decisions))
+        objects = dict(zip(keys, decisions, strict=True))
+        if count:
+            ips = _gather(pieces, "ips")
+            for key, count_of in Counter(keys).items():
+                a = objects[key]
+                if a is None:
+                    out.unattributed += count_of
+                else:
+                    out.attributed[a.method, a.confidence] += count_of
+            out.no_address += sum(
+                1 for a, ip in zip(decisions, ips, strict=True) if a is None and ip is None
+            )
+        self._add_usage(pieces, keys, objects, out)
+        encode = self._encoder.encoded
+        by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}
+        by_origin: dict[int, tuple[Origin, list[bytes]]] = {}
+
+        def slot(origin: Origin) -> list[bytes]:
+            found = by_origin.get(id(origin))
+            if found is None:
+                found = by_origin[id(origin)] = (origin, [])
+            return found[1]
+
+        tags: Counter[int] = Counter()
+        at = 0
+        for group, indexes in pieces:
+            k = len(indexes)
+            tags[group.tag] += k
+            extras = list(map(by_id.__getitem__, keys[at : at + k]))
+            present = group.present
+            if present is not None:
+                for j, (i, a) in enumerate(zip(indexes, decisions[at : at + k], strict=True)):
+                    if present[i] and a is not None:
+                        extras[j] = encode(a, present[i])
+            at += k
+            spans = group.spans
+            chosen = spans if k == len(spans) else list(map(spans.__getitem__, indexes))
+            joined = list(map(add, chosen, extras))
+            if group.origin is not None:
+                slot(group.origin).extend(joined)
+            else:
+                for i, span in zip(indexes, joined, strict=True):
+                    slot(group.origins[i]).append(span)
+        merged: dict[Origin, list[bytes]] = {}
+        for origin, spans_out in by_origin.values():
+            merged.setdefault(origin, []).extend(spans_out)
+        out.released.append(Payload(build_request(merged.items()), len(keys), tags))
+
+    def _add_usage(
+        self,
+        pieces: list[Piece],
+        keys: list[int],
+        objects: dict[int, Attribution | None],
+        out: Outcome,
+    ) -> None:
+        usage = self._usage
+        if usage is None:
+            return
+        users: dict[Any, User | None] = {
+            key: a.user if a is not None else None for key, a in objects.items()
+        }
+        at = 0
+        for group, indexes in pieces:
+            mine = keys[at : at + len(indexes)]
+            at += len(indexes)
+            if group.values is not None:
+                values = {k: [v[i] for i in indexes] for k, v in group.values.items()}
+                usage.add_columns(out.usage, mine, users, values)
+            elif group.usages is not None:
+                for i, key in zip(indexes, mine, strict=True):
+                    used = group.usages[i]
+                    if used is not None:
+                        add_usage(out.usage, users[key], used)
+
+
+def _gather(pieces: Sequence[Piece], name: str) -> list[Any]:
+    """One column of every piece's spans, in release order."""
+    out: list[Any] = []
+    for group, indexes in pieces:
+        column = getattr(group, name)
+        if len(indexes) == len(column):
+            out.extend(column)
+        else:
+            out.extend(map(column.__getitem__, indexes))
+    return out
