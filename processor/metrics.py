@@ -234,6 +234,9 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Run before every read (scrape or registry): folds in what the span path
+        # summed since (LLM usage), so the span path never touches a series.
+        self._before_read: list[Callable[[], None]] = []
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_View(self.families, scrape=False))
         self._scrape_registry = CollectorRegistry()
@@ -245,8 +248,14 @@ class Metrics:
         self._declare_identity()
         self._declare_usage()
 
+    def before_read(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` before the metrics are read, each time."""
+        self._before_read.append(hook)
+
     def families(self) -> list[Family]:
         """Every declared metric, in declaration order."""
+        for hook in self._before_read:
+            hook()
         kinds = Counter | Gauge | LabelledGauges | Histogram
         return [v for v in vars(self).values() if isinstance(v, kinds)]
 

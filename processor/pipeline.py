@@ -60,6 +60,8 @@ class Pipeline:
         self._on_learned = on_learned
         self._user_labels = user_labels
         metrics.spans_ambiguous.declare([(policy,)])
+        if user_labels is not None:
+            metrics.before_read(self._flush_usage)
         self._queue: ExportQueue | None = None
         # Spool tag -> units of that request not yet delivered (1 for the part
         # sent at once, 1 per held span).
@@ -263,6 +265,12 @@ class Pipeline:
                 m.spans_released.add((reason,), count)
         if o.usage and self._user_labels is not None:
             self._record_usage(o)
+
+    def _flush_usage(self) -> None:
+        """Fold the usage the correlator summed since the last read into the metrics."""
+        totals = self.correlator.usage_totals()
+        if totals:
+            self._record_usage(Outcome(usage=totals))
 
     def _record_usage(self, o: Outcome) -> None:
         """Per-user LLM usage: one label lookup per (user, provider, model) of the batch."""

@@ -194,6 +194,7 @@ def test_column_path_matches_the_full_decode(
         correlator, _ = _correlator(hold_ms, columns)
         outs = [correlator.receive(Received.parse(r.SerializeToString()), T0) for r in batch]
         outs.append(correlator.drain())
+        outs.append(Outcome(usage=correlator.usage_totals()))  # usage summed since
         results.append(_summary(outs))
     assert results[0] == results[1]
 
@@ -321,7 +322,8 @@ def test_a_resource_written_twice_merges_on_both_paths(
         correlator, _ = _correlator(0, columns)
         received = Received.parse(raw)
         correlator.admit(received)
-        results.append(_summary([correlator.receive(received, T0)]))
+        out = correlator.receive(received, T0)
+        results.append(_summary([out, Outcome(usage=correlator.usage_totals())]))
     assert results[0] == results[1]
     assert results[0]["counts"][0][-1]  # attributed
 

@@ -28,7 +28,7 @@ from processor.correlate.memo import Computed
 from processor.correlate.outcome import Outcome, Payload, Rules
 from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT
-from processor.correlate.usage import UsageReader
+from processor.correlate.usage_tally import UsageTally
 from processor.correlate.wire import (
     PREFIXED,
     SPAN_PREFIX,
@@ -61,7 +61,7 @@ class BatchPath:
         self,
         rules: Rules,
         decider: Decider,
-        usage: UsageReader | None,
+        tally: UsageTally | None,
         traces: TraceIdentities,
         normalize: AddressNormalizer,
         encoder: AttributionEncoder,
@@ -70,7 +70,7 @@ class BatchPath:
     ) -> None:
         self._rules = rules
         self._decider = decider
-        self._usage = usage
+        self._usage_tally = tally
         self._traces = traces
         self._normalize = normalize
         self._encoder = encoder
@@ -135,16 +135,16 @@ class BatchPath:
             objects = dict(zip(keys, decisions, strict=True))  # the decisions keep their ids
             counts = Counter(keys)
         self._tally(counts, objects, held, decided.no_address, out)
-        usage = self._usage
-        if usage is not None and len(held) < n:
+        tally = self._usage_tally
+        if tally is not None and len(held) < n:
             user_of = {key: a.user if a is not None else None for key, a in objects.items()}
             if held:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
                 values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
-                usage.add_columns(out.usage, [keys[i] for i in keep], user_of, values)
+                tally.add_columns([keys[i] for i in keep], user_of, values)
             else:
-                usage.add_columns(out.usage, keys, user_of, columns.values)
+                tally.add_columns(keys, user_of, columns.values)
         if held:
             self._hold(received, columns, held, ips, models_of(), now_ns, tag, out)
         if n > len(held):
@@ -267,7 +267,7 @@ class BatchPath:
                 models,
                 now_ns + self._rules.hold_ns,
                 tag,
-                values=values if self._usage is not None else None,
+                values=values if self._usage_tally is not None else None,
             )
         else:
             pick = held.__iter__
@@ -281,7 +281,7 @@ class BatchPath:
                 now_ns + self._rules.hold_ns,
                 tag,
                 values={k: [v[i] for i in pick()] for k, v in values.items()}
-                if self._usage is not None
+                if self._usage_tally is not None
                 else None,
             )
         self._hold_group(group, out)

@@ -30,7 +30,8 @@ from processor.correlate.received import Received
 from processor.correlate.release import Releaser
 from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
 from processor.correlate.span_identity import IdentityReader
-from processor.correlate.usage import PROVIDER, USAGE_KEYS, Usage, UsageReader, add_usage
+from processor.correlate.usage import PROVIDER, USAGE_KEYS, Usage, UsageKey, UsageReader
+from processor.correlate.usage_tally import UsageTally
 from processor.correlate.wire import Origin
 from processor.directory import Directory
 from processor.model import Attribution, Session, User
@@ -108,11 +109,12 @@ class Correlator:
         wanted = [*rules.address_keys, *rules.model_keys, *(USAGE_KEYS if usage else ())]
         self._column_reader = ColumnReader(wanted, reader.keys)
         decider = Decider(resolver)
-        self._releaser = Releaser(resolver, decider, self._encoder, traces, usage)
+        self._tally = UsageTally(usage) if usage is not None else None
+        self._releaser = Releaser(resolver, decider, self._encoder, traces, self._tally)
         self._batch = BatchPath(
             rules,
             decider,
-            usage,
+            self._tally,
             traces,
             self._normalize,
             self._encoder,
@@ -154,10 +156,12 @@ class Correlator:
         try:
             columns = self._columns_of(received)
             if columns is not None:
-                return self._batch.receive(
+                self._batch.receive(
                     received, columns, now_ns, tag, out, self._sessions, self.directory
                 )
-            return self._receive(received.message(), received.raw, now_ns, tag, out)
+            else:
+                self._receive(received.message(), received.raw, now_ns, tag, out)
+            return self._spill(out)
         except Exception as exc:
             # Undo this request's holds that have not left yet, so that forwarding
             # the request as received does not send them twice; spans released
@@ -168,6 +172,17 @@ class Correlator:
         finally:
             self._holding = []
             self._gathering = None
+
+    def usage_totals(self) -> dict[UsageKey, list[float]]:
+        """LLM usage of the spans that left since the last call, per (user, provider,
+        model): [calls, tokens in, tokens out, cost, errors]. Read at each metrics
+        scrape; an outcome carries it in ``usage`` when the tally fills up first."""
+        return self._tally.drain() if self._tally is not None else {}
+
+    def _spill(self, out: Outcome) -> Outcome:
+        if self._tally is not None and self._tally.full:
+            out.usage = self._tally.drain()
+        return out
 
     def _columns_of(self, received: Received) -> Columns | None:
         """The request's columns when the batch path applies: no identity can be on
@@ -289,7 +304,8 @@ class Correlator:
                 else:
                     a, facts = self._resolve_span(span, resource_ip, memo)
                 if usage is not None and (used := usage.read(attrs)) is not None:
-                    add_usage(out.usage, a.user if a is not None else None, used)
+                    assert self._tally is not None
+                    self._tally.add(a.user if a is not None else None, used)
                 changed |= self._write(span, a, facts, check, out)
             except Exception:  # one bad span must not fail the request
                 out.failed += 1
@@ -356,14 +372,14 @@ class Correlator:
             trace_id = bytes.fromhex(session.trace_id)
             if self._traces.put(trace_id, session.user, now_ns):
                 self._release_trace(trace_id, out)
-        return out
+        return self._spill(out)
 
     def learn_trace(self, trace_id: bytes, user: User, now_ns: int) -> Outcome:
         """A trace's identity learned elsewhere (another replica): release its held spans."""
         out = Outcome()
         if self._traces.put(trace_id, user, now_ns):
             self._release_trace(trace_id, out)
-        return out
+        return self._spill(out)
 
     def tick(self, now_ns: int) -> Outcome:
         """Release spans whose hold ran out, attributed by timing and the directory."""
@@ -371,7 +387,7 @@ class Correlator:
         due = self._hold.due(now_ns)
         out.released_deadline += sum(len(p.indexes) for p in due)
         self._release(due, out)
-        return out
+        return self._spill(out)
 
     def drain(self) -> Outcome:
         """Release every held span now (shutdown)."""
@@ -379,7 +395,7 @@ class Correlator:
         held = self._hold.drain()
         out.released_deadline += sum(len(p.indexes) for p in held)
         self._release(held, out)
-        return out
+        return self._spill(out)
 
     def _release(self, pieces: Sequence[Piece], out: Outcome, *, by_trace: bool = False) -> None:
         self._releaser.release(pieces, out, self._sessions, self.directory, by_trace_only=by_trace)

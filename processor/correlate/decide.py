@@ -22,6 +22,7 @@ from processor.sessions.store import SessionLookup
 
 Principals = tuple[tuple[str, str], ...]
 _MISS: Any = object()
+_KNOWN_LIMIT = 65_536  # addresses whose answer is kept across batches
 
 
 class Decision:
@@ -46,6 +47,37 @@ class Decider:
 
     def __init__(self, resolver: Resolver) -> None:
         self._resolver = resolver
+        # ip -> (sessions stamp, valid from, valid until, decision): long-session
+        # answers kept across batches until the address's sessions change.
+        self._known: dict[str, tuple[int, int, int, Attribution | None]] = {}
+        self._known_for: Directory | None = None  # the directory they were made with
+
+    def _address_answer(
+        self,
+        ip: str,
+        first: int,
+        last: int,
+        sessions: SessionLookup,
+        directory: Directory,
+        memo: Memo,
+    ) -> Attribution | Any | None:
+        """The one long-session answer for spans at ``ip`` from ``first`` to ``last``,
+        or ``_MISS`` when the sessions there change in between."""
+        if directory is not self._known_for:
+            self._known.clear()
+            self._known_for = directory
+        stamp = sessions.stamp(ip)
+        hit = self._known.get(ip)
+        if hit is not None and hit[0] == stamp and hit[1] <= first and last < hit[2]:
+            return hit[3]
+        a = self._resolver.by_address(ip, first, sessions, directory, memo)
+        until = memo[ip][1]
+        if last >= until:
+            return _MISS
+        if len(self._known) >= _KNOWN_LIMIT:
+            self._known.clear()
+        self._known[ip] = (stamp, first, until, a)
+        return a
 
     def decide(
         self,
@@ -126,12 +158,12 @@ class Decider:
         first, last = min(starts), max(starts)
         decided: dict[str | None, Attribution | None] = {}
         memo: Memo = {}
-        by_address = self._resolver.by_address
+        answer, has_events = self._address_answer, sessions.has_events
         for ip in distinct:
-            if ip is None or sessions.has_events(ip):
+            if ip is None or has_events(ip):
                 continue
-            a = by_address(ip, first, sessions, directory, memo)
-            if last < memo[ip][1]:
+            a = answer(ip, first, last, sessions, directory, memo)
+            if a is not _MISS:
                 decided[ip] = a
         if not decided:
             return None, None
@@ -167,8 +199,8 @@ class Decider:
         else:
             times = [starts[i] for i in group]
             first, last = min(times), max(times)
-        a = by_address(ip, first, sessions, directory, memo)
-        if last < memo[ip][1]:
+        a = self._address_answer(ip, first, last, sessions, directory, memo)
+        if a is not _MISS:
             if isinstance(group, range):
                 decisions[:] = [a] * len(group)
             else:

@@ -19,7 +19,7 @@ from processor.correlate.hold import Piece
 from processor.correlate.identity import AttributionEncoder
 from processor.correlate.outcome import Outcome, Payload
 from processor.correlate.resolve import EXACT, Resolver
-from processor.correlate.usage import UsageReader, add_usage
+from processor.correlate.usage_tally import UsageTally
 from processor.correlate.wire import Origin, build_request
 from processor.directory import Directory
 from processor.model import Attribution, User
@@ -36,13 +36,13 @@ class Releaser:
         decider: Decider,
         encoder: AttributionEncoder,
         traces: TraceIdentities,
-        usage: UsageReader | None,
+        tally: UsageTally | None,
     ) -> None:
         self._resolver = resolver
         self._decider = decider
         self._encoder = encoder
         self._traces = traces
-        self._usage = usage
+        self._tally = tally
 
     def release(
         self,
@@ -181,8 +181,8 @@ class Releaser:
         objects: dict[int, Attribution | None],
         out: Outcome,
     ) -> None:
-        usage = self._usage
-        if usage is None:
+        tally = self._tally
+        if tally is None:
             return
         users: dict[Any, User | None] = {
             key: a.user if a is not None else None for key, a in objects.items()
@@ -193,12 +193,12 @@ class Releaser:
             at += len(indexes)
             if group.values is not None:
                 values = {k: [v[i] for i in indexes] for k, v in group.values.items()}
-                usage.add_columns(out.usage, mine, users, values)
+                tally.add_columns(mine, users, values)
             elif group.usages is not None:
                 for i, key in zip(indexes, mine, strict=True):
                     used = group.usages[i]
                     if used is not None:
-                        add_usage(out.usage, users[key], used)
+                        tally.add(users[key], used)
 
 
 def _gather(pieces: Sequence[Piece], name: str) -> list[Any]:

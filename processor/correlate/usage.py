@@ -8,9 +8,9 @@ When the gateway did not price a call, a configured price table does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -172,112 +172,25 @@ class UsageReader:
     # The same answers as :meth:`read`, from the encoded AnyValue of each key
     # (see ``columns``); each distinct encoding is decoded once.
 
-    def add_columns(
-        self,
-        totals: dict[UsageKey, list[float]],
-        owners: Sequence[Hashable],
-        users: Mapping[Hashable, User | None],
-        values: Mapping[str, Sequence[bytes | None]],
-    ) -> None:
-        """Add the usage of every span whose columns are given to ``totals``.
+    def counts(self, column: Sequence[bytes | None]) -> list[int]:
+        """Each encoded value as a token count (0 when it is none)."""
+        return list(map(self._counts.__getitem__, column))
 
-        ``owners[i]`` stands for the user of span ``i``, ``users[owners[i]]``.
+    def costs(self, column: Sequence[bytes | None]) -> list[float | None]:
+        """Each encoded value as a cost in USD (None: the gateway did not price it)."""
+        return list(map(self._costs.__getitem__, column))
 
-        Spans are grouped by user and by the encoded names and status that vary
-        within the batch; one loop sums each group's calls, tokens and cost, and
-        names are decoded once per group.
-        """
-        providers = values[PROVIDER]
-        n = len(providers)
-        if providers.count(None) == n:
-            return
-        # Group by user and the encoded names and status; a column with one value
-        # throughout (most are) is left out of the key and read once.
-        named = [values[k] for k in (PROVIDER, RESPONSE_MODEL, REQUEST_MODEL, STATUS)]
-        varying = [j for j, c in enumerate(named) if c.count(c[0]) != n]
-        count = self._counts.__getitem__
-        tokens_in = list(map(count, values[INPUT_TOKENS]))
-        tokens_out = list(map(count, values[OUTPUT_TOKENS]))
-        cost_column = values[COST]
-        costs: list[Any] | None = None
-        if cost_column.count(None) != n:
-            costs = list(map(self._costs.__getitem__, cost_column))
-            if None in costs:  # some calls unpriced by the gateway: price them one by one
-                self._add_spans(totals, [users[o] for o in owners], values)
-                return
-        keys = zip(owners, *(named[j] for j in varying), strict=True)
-        rows: dict[Any, list[Any]] = {}  # key -> [calls, tokens in, tokens out, cost]
-        get = rows.get
-        for key, t_in, t_out in zip(keys, tokens_in, tokens_out, strict=True):
-            row = get(key)
-            if row is None:
-                row = rows[key] = [0, 0, 0, 0.0]
-            row[0] += 1
-            row[1] += t_in
-            row[2] += t_out
-        if costs is not None:
-            keys = zip(owners, *(named[j] for j in varying), strict=True)
-            for key, cost in zip(keys, costs, strict=True):
-                rows[key][3] += cost
-        text, error = self._texts.__getitem__, self._errors.__getitem__
-        for key, (calls, t_in, t_out, summed) in rows.items():
-            names = [column[0] for column in named]
-            for j, value in zip(varying, key[1:], strict=True):
-                names[j] = value
-            p, rm, qm, st = names
-            if p is None:
-                continue
-            model = text(rm) or text(qm) or "unknown"
-            cost = summed if costs is not None else self._priced(model, t_in, t_out)
-            row_key = (users[key[0]], text(p) or "unknown", model)
-            row = totals.get(row_key)
-            if row is None:
-                row = totals[row_key] = [0, 0, 0, 0.0, 0]
-            row[0] += calls
-            row[1] += t_in
-            row[2] += t_out
-            row[3] += cost
-            row[4] += calls if error(st) else 0
+    def text(self, encoded: bytes | None) -> str:
+        """An encoded value as a label (empty when it is none)."""
+        return self._texts[encoded]
 
-    def _add_spans(
-        self,
-        totals: dict[UsageKey, list[float]],
-        users: Sequence[User | None],
-        values: Mapping[str, Sequence[bytes | None]],
-    ) -> None:
-        for user, used in zip(users, self.usages(values, range(len(users))), strict=True):
-            if used is not None:
-                add_usage(totals, user, used)
+    def is_error(self, encoded: bytes | None) -> bool:
+        """Whether an encoded HTTP status is an error (>= 400)."""
+        return self._errors[encoded]
 
-    def usages(
-        self, values: Mapping[str, Sequence[bytes | None]], indexes: Sequence[int]
-    ) -> list[Usage | None]:
-        """What each span of ``indexes`` used (None: not an LLM call), as :meth:`read`
-        gives it; each column maps through a memo of decoded values."""
-        named, tokens = self._texts.__getitem__, self._counts.__getitem__
-        columns = [[values[key][i] for i in indexes] for key in _KEYS]
-        p, rm, qm, ti, to, c, st = columns
-        out: list[Usage | None] = []
-        new = tuple.__new__
-        for provider, text, m1, m2, t_in, t_out, cost, error in zip(
-            p,
-            map(named, p),
-            map(named, rm),
-            map(named, qm),
-            map(tokens, ti),
-            map(tokens, to),
-            map(self._costs.__getitem__, c),
-            map(self._errors.__getitem__, st),
-            strict=True,
-        ):
-            if provider is None:
-                out.append(None)
-                continue
-            model = m1 or m2 or "unknown"
-            if cost is None:
-                cost = self._priced(model, t_in, t_out)
-            out.append(new(Usage, (text or "unknown", model, t_in, t_out, cost, error)))
-        return out
+    def priced(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        """The configured price of a call's tokens (0 for a model not in the table)."""
+        return self._priced(model, tokens_in, tokens_out)
 
     def _is_error(self, encoded: bytes | None) -> bool:
         return encoded is not None and self._counts[encoded] >= 400

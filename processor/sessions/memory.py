@@ -12,6 +12,7 @@ from processor.sessions.events import EventIndex
 from processor.sessions.store import NEVER, Match
 
 _NOBODY = Match((), NEVER)
+_CHANGES = count(1)  # one clock for every store: a stamp is never reused
 
 
 @dataclass(slots=True)
@@ -25,15 +26,19 @@ class _AddressSessions:
     # The last answer (valid from, valid until, answer), until the sessions change:
     # a busy address is looked up once, not once per span or per batch.
     answer: tuple[int, int, Match] | None = None
+    # When the sessions here last changed (see MemorySessionStore.stamp).
+    changed: int = 0
 
     def insert(self, start_ns: int, seq: int) -> None:
         self.answer = None
+        self.changed = next(_CHANGES)
         i = bisect_right(self.starts, start_ns)
         self.starts.insert(i, start_ns)
         self.seqs.insert(i, seq)
 
     def remove(self, start_ns: int, seq: int) -> None:
         self.answer = None
+        self.changed = next(_CHANGES)
         i = bisect_left(self.starts, start_ns)
         while self.seqs[i] != seq:
             i += 1
@@ -105,6 +110,11 @@ class MemorySessionStore:
     def has_events(self, ip: str) -> bool:
         """True when any request event is held for ``ip``."""
         return self._events.has(ip)
+
+    def stamp(self, ip: str) -> int:
+        """A number that changes whenever the long sessions on ``ip`` change (0: none)."""
+        entry = self._by_ip.get(ip)
+        return entry.changed if entry is not None else 0
 
     def users_at(self, ip: str, t_ns: int) -> Match:
         """Distinct users whose session on ``ip`` covers ``t_ns``, and until when that holds."""
