@@ -99,8 +99,13 @@ class Rotation:
         return self.batches[seq % len(self.batches)].payload(seq)
 
 
+_SLOT = b"\xee\xd1\xee\xd1"  # where each request's sequence number goes
+
+
 class Batch:
-    """One pre-encoded request whose marker sequence number is patched per send."""
+    """One pre-encoded request whose sequence number is patched in per send: into the
+    first span's id (after ``MARKER``, for the sink) and into the first 4 bytes of
+    every trace id, so that no two requests share a trace, as on a real gateway."""
 
     def __init__(self, raw: bytes, now_ns: int) -> None:
         request = ExportTraceServiceRequest.FromString(raw)
@@ -112,19 +117,20 @@ class Batch:
                 for span in ss.spans:
                     span.start_time_unix_nano += shift
                     span.end_time_unix_nano += shift
-        request.resource_spans[0].scope_spans[0].spans[0].span_id = MARKER + bytes(4)
+                    span.trace_id = _SLOT + span.trace_id[4:]
+        request.resource_spans[0].scope_spans[0].spans[0].span_id = MARKER + _SLOT
         data = request.SerializeToString()
-        at = data.find(SPAN_ID_PREFIX + MARKER, 0, SEARCH_BYTES)
-        if at < 0:
+        if data.find(SPAN_ID_PREFIX + MARKER + _SLOT, 0, SEARCH_BYTES) < 0:
             raise RuntimeError("marker not found in the encoded batch")
-        at += len(SPAN_ID_PREFIX + MARKER)
+        self._pieces = data.split(_SLOT)
+        if len(self._pieces) != spans + 2:  # the pattern also occurs elsewhere
+            raise RuntimeError("sequence slots do not line up; pick another pattern")
         self.spans = spans
         self.size = len(data)
-        self._head, self._tail = data[:at], data[at + 4 :]
 
     def payload(self, seq: int) -> bytes:
         """The request carrying sequence number ``seq``."""
-        return b"".join((self._head, seq.to_bytes(4, "big"), self._tail))
+        return seq.to_bytes(4, "big").join(self._pieces)
 
 
 @dataclass

@@ -161,9 +161,7 @@ class Releaser:
                     if present[i] and a is not None:
                         extras[j] = encode(a, present[i])
             at += k
-            spans = group.spans
-            chosen = spans if k == len(spans) else list(map(spans.__getitem__, indexes))
-            joined = list(map(add, chosen, extras))
+            joined = list(map(add, _pick(group.spans, indexes), extras))
             if group.origin is not None:
                 slot(group.origin).extend(joined)
             else:
@@ -192,7 +190,7 @@ class Releaser:
             mine = keys[at : at + len(indexes)]
             at += len(indexes)
             if group.values is not None:
-                values = {k: [v[i] for i in indexes] for k, v in group.values.items()}
+                values = {k: _pick(v, indexes) for k, v in group.values.items()}
                 tally.add_columns(mine, users, values)
             elif group.usages is not None:
                 for i, key in zip(indexes, mine, strict=True):
@@ -205,9 +203,15 @@ def _gather(pieces: Sequence[Piece], name: str) -> list[Any]:
     """One column of every piece's spans, in release order."""
     out: list[Any] = []
     for group, indexes in pieces:
-        column = getattr(group, name)
-        if len(indexes) == len(column):
-            out.extend(column)
-        else:
-            out.extend(map(column.__getitem__, indexes))
+        out.extend(_pick(getattr(group, name), indexes))
     return out
+
+
+def _pick(column: Sequence[Any], indexes: list[int]) -> Sequence[Any]:
+    """``column[i]`` for each of ``indexes`` (ascending): a slice when they are a run."""
+    if not indexes:
+        return []
+    first, last = indexes[0], indexes[-1]
+    if last - first + 1 == len(indexes):
+        return column[first : last + 1]
+    return list(map(column.__getitem__, indexes))
