@@ -71,6 +71,9 @@ def _value(kind: str, data: st.DataObject) -> AnyValue:
                 [AnyValue(double_value=0.25), AnyValue(string_value="x"), AnyValue(int_value=2)]
             )
         )
+    if kind == "email":
+        emails = ["ana.lima@example.com", "mike.chen@example.com", ""]
+        return AnyValue(string_value=data.draw(st.sampled_from(emails)))
     if kind == "status":
         return AnyValue(int_value=data.draw(st.sampled_from([200, 429, 500])))
     marker = "\x00user-enricher/span-end"  # the column reader's marker key, as a value
@@ -89,6 +92,11 @@ KEYS = {
     "agw.ai.usage.cost.total": "cost",
     "http.status": "status",
     "route": "text",
+    # Identity a producer put on the span (Open WebUI's forwarded headers), and one of
+    # the keys the service writes itself.
+    "x-openwebui-user-email": "email",
+    "x-openwebui-user-id": "email",
+    "user.email": "email",
 }
 
 
@@ -118,6 +126,8 @@ def requests(draw: Any) -> ExportTraceServiceRequest:
             rs.resource.attributes.append(kv("service.name", "agentgateway"))
         if draw(st.booleans()):
             rs.resource.attributes.append(kv("client.address", draw(st.sampled_from(ADDRESSES))))
+        if not draw(st.integers(0, 5)):
+            rs.resource.attributes.append(kv("user.id", "plat"))
         for _ in range(draw(st.integers(1, 2))):
             ss = rs.scope_spans.add()
             if draw(st.booleans()):
@@ -211,9 +221,57 @@ def test_column_path_is_taken_for_gateway_batches() -> None:
     assert received._message is None  # never decoded in full
 
 
+PRINCIPALS = parse_directory(
+    {
+        "users": [
+            {"id": "plat", "email": "platform@example.com", "addresses": ["10.9.0.0/16"]},
+            {"id": "svc", "email": "svc@example.com", "principals": {"jwt.sub": ["svc-1"]}},
+        ]
+    }
+)
+
+
+@pytest.mark.parametrize("hold_ms", [0, 3000])
+@pytest.mark.parametrize("case", ["identity on spans", "identity on the resource", "principals"])
+def test_identity_and_principals_take_the_column_path_with_the_same_result(
+    case: str, hold_ms: int
+) -> None:
+    """Open WebUI's own identity, a resource's, and directory principals: the columns
+    read them (no full decode) and give what the full decode gives."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    if case == "identity on the resource":
+        rs.resource.attributes.append(kv("user.email", "mike.chen@example.com"))
+    ss = rs.scope_spans.add()
+    for i in range(6):
+        span = Span(trace_id=bytes([1 + i % 3]) * 16, span_id=bytes([i + 1]) * 8)
+        span.start_time_unix_nano = T0 + i * 100 * MS
+        span.attributes.extend([kv("src.addr", "10.9.4.4:5000"), kv("gen_ai.provider.name", "x")])
+        if case == "identity on spans" and i % 2:
+            span.attributes.append(kv("x-openwebui-user-email", "ana.lima@example.com"))
+            if i == 3:
+                span.attributes.append(kv("user.email", "ana.lima@example.com"))  # present
+        if case == "principals" and i % 2:
+            span.attributes.append(kv("jwt.sub", "svc-1"))
+        ss.spans.append(span)
+    results, decoded = [], []
+    for columns in (True, False):
+        correlator, _ = _correlator(hold_ms, columns)
+        correlator.directory = PRINCIPALS
+        received = Received.parse(request.SerializeToString())
+        outs = [correlator.receive(received, T0), correlator.drain()]
+        outs.append(Outcome(usage=correlator.usage_totals()))
+        results.append(_summary(outs))
+        decoded.append(received._message is not None)
+    assert decoded == [False, True]
+    assert results[0] == results[1]
+    methods = {key[0] for out in results[0]["counts"] for key in out[-1]}
+    assert methods >= ({"span"} if case.startswith("identity") else {"directory"})
+
+
 @pytest.mark.parametrize(
     "case",
-    ["no trace id", "no start time", "marker key as a key", "key twice", "identity on span"],
+    ["no trace id", "no start time", "marker key as a key", "key twice"],
 )
 def test_spans_the_columns_cannot_vouch_for_take_the_full_decode(case: str) -> None:
     """Anything that could misalign the columns sends the request to the full decode."""
@@ -227,8 +285,6 @@ def test_spans_the_columns_cannot_vouch_for_take_the_full_decode(case: str) -> N
         span.attributes.append(kv("\x00user-enricher/span-end", "x"))
     elif case == "key twice":
         span.attributes.append(kv("src.addr", "172.18.0.5"))
-    else:
-        span.attributes.append(kv("user.email", "ana.lima@example.com"))
     request = ExportTraceServiceRequest()
     request.resource_spans.add().scope_spans.add().spans.append(span)
     correlator, _ = _correlator(0, True)

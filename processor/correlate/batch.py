@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from itertools import chain
+from itertools import chain, repeat
 from operator import add
 from typing import Any
 
 from processor.correlate.address import AddressNormalizer
+from processor.correlate.column_facts import ColumnFacts, Principals
 from processor.correlate.columns import Columns, any_value
 from processor.correlate.decide import Decider
 from processor.correlate.find import AttributeFinder
@@ -28,6 +29,7 @@ from processor.correlate.memo import Computed
 from processor.correlate.outcome import Outcome, Payload, Rules
 from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT
+from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage_tally import UsageTally
 from processor.correlate.wire import (
     PREFIXED,
@@ -67,6 +69,9 @@ class BatchPath:
         encoder: AttributionEncoder,
         hold: Callable[[HeldGroup, Outcome], None],
         named: Callable[[User, str, str], Attribution],
+        facts: ColumnFacts,
+        identity: IdentityReader,
+        learned: Callable[[bytes, Outcome], None],
     ) -> None:
         self._rules = rules
         self._decider = decider
@@ -76,6 +81,9 @@ class BatchPath:
         self._encoder = encoder
         self._hold_group = hold
         self._named = named
+        self._facts = facts
+        self._identity = identity
+        self._on_learned = learned
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
         # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
         self._addresses: Computed[bytes | None, Any] = Computed(self._address, _MEMO_LIMIT)
@@ -98,21 +106,25 @@ class BatchPath:
         out.spans = n
         ips, per_ip = self._addresses_of(received, columns)
         starts = columns.starts
-        trace_map = self._traces.entries
-        traced = [trace_map.get(t) for t in columns.trace_ids] if trace_map else None
         decisions: list[Attribution | None] = [None] * n
-        held: list[int] = []
         pending: list[int] | None = None  # None: every span
-        if traced is not None:
+        learned = self._identified(received, columns, now_ns, decisions)
+        trace_map = self._traces.entries
+        if learned is not None or trace_map:
             pending = []
             named = self._named
-            for i, user in enumerate(traced):
+            traced = map(trace_map.get, columns.trace_ids) if trace_map else repeat(None, n)
+            for i, (a, user) in enumerate(zip(decisions, traced, strict=False)):
+                if a is not None:
+                    continue
                 if user is None:
                     pending.append(i)
                 else:
                     decisions[i] = named(user, "trace", EXACT)
+        held: list[int] = []
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
+        principals = self._facts.principals(columns, n) if directory.has_principals else None
         models: list[str] | None = None
 
         def models_of() -> list[str]:
@@ -122,7 +134,7 @@ class BatchPath:
             return models
 
         decided = self._decider.decide(
-            ips, starts, models_of, decisions, pending, sessions, directory, per_ip=per_ip
+            ips, starts, models_of, decisions, pending, sessions, directory, principals, per_ip
         )
         # Each span's decision by a key: its address when the whole batch was decided
         # by address (their strings hash fast), else the decision's id.
@@ -145,10 +157,18 @@ class BatchPath:
                 tally.add_columns([keys[i] for i in keep], user_of, values)
             else:
                 tally.add_columns(keys, user_of, columns.values)
+        present = self._facts.present(columns, n)
         if held:
-            self._hold(received, columns, held, ips, models_of(), now_ns, tag, out)
+            self._hold(
+                received, columns, held, ips, models_of(), principals, present, now_ns, tag, out
+            )
         if n > len(held):
             extras = self._encoded(keys, objects)
+            if present is not None:  # leave out what a span already says
+                encode = self._encoder.encoded
+                for i, (a, has) in enumerate(zip(decisions, present, strict=True)):
+                    if has and a is not None:
+                        extras[i] = encode(a, has)
             if held or any(extras):
                 data = (None if held else _splice(received, extras)) or _rewrite(
                     received.view, extras, set(held)
@@ -156,7 +176,47 @@ class BatchPath:
             else:
                 data = received.raw
             out.current = Payload(data, n - len(held), Counter({tag: 1}))
+        for trace_id in learned or ():
+            self._on_learned(trace_id, out)
         return out
+
+    def _identified(
+        self,
+        received: Received,
+        columns: Columns,
+        now_ns: int,
+        decisions: list[Attribution | None],
+    ) -> list[bytes] | None:
+        """Name the spans that carry identity (their own, else their resource's) and
+        learn their traces; returns the traces newly learned (None: no identity)."""
+        n = received.spans
+        users = self._facts.users(columns, n)
+        resources = self._resource_users(received)
+        if resources is not None:
+            users = [u or r for u, r in zip(users or repeat(None, n), resources, strict=False)]
+        if users is None:
+            return None
+        learned: list[bytes] = []
+        put, named, trace_ids = self._traces.put, self._named, columns.trace_ids
+        for i, user in enumerate(users):
+            if user is not None:
+                decisions[i] = named(user, "span", EXACT)
+                trace_id = trace_ids[i]
+                if trace_id and put(trace_id, user, now_ns):
+                    learned.append(trace_id)
+        return learned
+
+    def _resource_users(self, received: Received) -> list[User | None] | None:
+        """Each span's resource identity; None when no resource carries one."""
+        keys = self._identity.identity_keys
+        found: list[User | None] = []
+        any_user = False
+        for rs, frame in zip(received.view.resource_spans, received.frames(), strict=True):
+            attrs = frame.decoded.attributes
+            user = self._identity.read(attrs) if any(kv.key in keys for kv in attrs) else None
+            any_user = any_user or user is not None
+            found.extend(repeat(user, sum(len(ss.spans) for ss in rs.scope_spans)))
+        return found if any_user else None
 
     # ------------------------------------------------------------------ per column
 
@@ -250,6 +310,8 @@ class BatchPath:
         held: list[int],
         ips: list[str | None],
         models: list[str],
+        principals: list[Principals] | None,
+        present: list[frozenset[str] | None] | None,
         now_ns: int,
         tag: int,
         out: Outcome,
@@ -268,6 +330,8 @@ class BatchPath:
                 now_ns + self._rules.hold_ns,
                 tag,
                 values=values if self._usage_tally is not None else None,
+                principals=principals,
+                present=present,
             )
         else:
             pick = held.__iter__
@@ -283,6 +347,8 @@ class BatchPath:
                 values={k: [v[i] for i in pick()] for k, v in values.items()}
                 if self._usage_tally is not None
                 else None,
+                principals=None if principals is None else [principals[i] for i in pick()],
+                present=None if present is None else [present[i] for i in pick()],
             )
         self._hold_group(group, out)
 

@@ -8,8 +8,9 @@ request event, can still attribute them.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -19,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from processor.correlate.address import AddressNormalizer
 from processor.correlate.batch import BatchPath
+from processor.correlate.column_facts import ColumnFacts
 from processor.correlate.columns import ColumnReader, Columns
 from processor.correlate.decide import Decider
 from processor.correlate.find import AttributeFinder
@@ -106,8 +108,10 @@ class Correlator:
         self._usage = usage
         self._holding: list[HeldGroup] = []  # held by the receive() in progress
         self._gathering: _Holding | None = None  # the message path's held spans
+        self._forced: list[Piece] = []  # forced out of the hold by the receive() in progress
+        facts = ColumnFacts(reader, rules.principal_keys)
         wanted = [*rules.address_keys, *rules.model_keys, *(USAGE_KEYS if usage else ())]
-        self._column_reader = ColumnReader(wanted, reader.keys)
+        self._column_reader = ColumnReader([*wanted, *facts.wanted])
         decider = Decider(resolver)
         self._tally = UsageTally(usage) if usage is not None else None
         self._releaser = Releaser(resolver, decider, self._encoder, traces, self._tally)
@@ -120,6 +124,9 @@ class Correlator:
             self._encoder,
             lambda group, out: self.hold_group(group, out),
             resolver.named,
+            facts,
+            reader,
+            self._learned_here,
         )
 
     @property
@@ -161,16 +168,23 @@ class Correlator:
                 )
             else:
                 self._receive(received.message(), received.raw, now_ns, tag, out)
+            forced, self._forced = self._forced, []
+            self._release(forced, out)
             return self._spill(out)
         except Exception as exc:
-            # Undo this request's holds that have not left yet, so that forwarding
-            # the request as received does not send them twice; spans released
-            # meanwhile (other requests' too) still go out with the fallback.
+            # Undo this request's holds, so that forwarding the request as received
+            # does not send them twice; spans of earlier requests forced out or
+            # released meanwhile still go out with the fallback.
             for group in self._holding:
                 self._hold.release(group)
+            mine = {id(group) for group in self._holding}
+            earlier = [p for p in self._forced if id(p.group) not in mine]
+            with contextlib.suppress(Exception):  # it fails open itself; keep the cause
+                self._release(earlier, out)
             raise CorrelationFailed(out.released) from exc
         finally:
             self._holding = []
+            self._forced = []
             self._gathering = None
 
     def usage_totals(self) -> dict[UsageKey, list[float]]:
@@ -185,21 +199,17 @@ class Correlator:
         return out
 
     def _columns_of(self, received: Received) -> Columns | None:
-        """The request's columns when the batch path applies: no identity can be on
-        it, no principals are configured, and the columns read cleanly."""
-        if self.directory.has_principals or not self._columns_enabled:
+        """The request's columns, or None when they do not read cleanly (see
+        ``columns``: such requests take the message path)."""
+        if not self._columns_enabled:
             return None
         columns = received.columns(self._column_reader)
-        if columns is None or columns.flagged:
+        if columns is None:
             return None
         try:
-            frames = received.frames()
+            received.frames()
         except DecodeError:  # the full decode will say so
             return None
-        keys = self._reader.keys
-        for frame in frames:  # identity on a resource
-            if any(kv.key in keys for kv in frame.decoded.attributes):
-                return None
         return columns
 
     def _receive(
@@ -217,9 +227,12 @@ class Correlator:
             usage.begin(raw)
         changed = False
         learned: list[bytes] = []
+        # Identity first, as on the column path: a span's trace is known to every
+        # span of the request, whichever comes first.
+        users = iter(self._identities(request, now_ns, learned) if check else ())
         self._gathering = _Holding()
         for rs in request.resource_spans:
-            changed |= self._receive_resource(rs, check, now_ns, out, learned, tag, usage)
+            changed |= self._receive_resource(rs, users, check, out, usage)
         gathered, self._gathering = self._gathering, None
         if gathered.spans:
             self.hold_group(gathered.group(now_ns + self._rules.hold_ns, tag), out)
@@ -235,41 +248,50 @@ class Correlator:
                 out.learned.append((trace_id, user))
         return out
 
+    def _identities(
+        self, request: ExportTraceServiceRequest, now_ns: int, learned: list[bytes]
+    ) -> list[User | None]:
+        """Each span's identity (its own, else its resource's), in request order;
+        learns the traces they name."""
+        read, put = self._reader.read, self._traces.put
+        users: list[User | None] = []
+        for rs in request.resource_spans:
+            resource_user = read(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    user = read(span.attributes) or resource_user
+                    users.append(user)
+                    if user is not None and span.trace_id and put(span.trace_id, user, now_ns):
+                        learned.append(span.trace_id)
+        return users
+
     def _receive_resource(
         self,
         rs: ResourceSpans,
+        users: Iterator[User | None],
         check: bool,
-        now_ns: int,
         out: Outcome,
-        learned: list[bytes],
-        tag: int,
         usage: UsageReader | None,
     ) -> bool:
         attrs = rs.resource.attributes
-        resource_user = self._reader.read(attrs) if check else None
         raw_addr = self._find_resource_addr(attrs)
         resource_ip = self._normalize(raw_addr) if raw_addr else None
         changed = False
         memo: Memo = {}
         for ss in rs.scope_spans:
             out.spans += len(ss.spans)
-            changed |= self._receive_scope(
-                rs, ss, resource_user, resource_ip, check, now_ns, out, learned, memo, tag, usage
-            )
+            changed |= self._receive_scope(rs, ss, users, resource_ip, check, out, memo, usage)
         return changed
 
     def _receive_scope(
         self,
         rs: ResourceSpans,
         ss: ScopeSpans,
-        resource_user: User | None,
+        users: Iterator[User | None],
         resource_ip: str | None,
         check: bool,
-        now_ns: int,
         out: Outcome,
-        learned: list[bytes],
         memo: Memo,
-        tag: int,
         usage: UsageReader | None,
     ) -> bool:
         """The span walk; this loop is the service's per-span cost, so it stays flat.
@@ -277,7 +299,7 @@ class Correlator:
         Fail open: a span whose attribution raises is forwarded as it came and
         counted; it never fails the request.
         """
-        read, traces, trace_map = self._reader.read, self._traces, self._traces.entries
+        trace_map, named = self._traces.entries, self._resolver.named
         hold_ns = self._rules.hold_ns
         origin: Origin | None = None
         held: list[int] = []
@@ -285,15 +307,13 @@ class Correlator:
         for index, span in enumerate(ss.spans):
             try:
                 attrs = span.attributes
-                user = (read(attrs) if check else None) or resource_user
+                user = next(users, None)
                 a: Attribution | None = None
                 facts: SpanFacts | None = None
                 if user is not None:
-                    if span.trace_id and traces.put(span.trace_id, user, now_ns):
-                        learned.append(span.trace_id)
-                    a = Attribution(user, "span", EXACT)
+                    a = named(user, "span", EXACT)
                 elif trace_map and (traced := trace_map.get(span.trace_id)) is not None:
-                    a = Attribution(traced, "trace", EXACT)
+                    a = named(traced, "trace", EXACT)
                 elif hold_ns:
                     if origin is None:
                         origin = _origin(rs, ss)
@@ -355,7 +375,7 @@ class Correlator:
         forced = self._hold.add(group)
         if forced:
             out.forced_out += sum(len(p.indexes) for p in forced)
-            self._release(forced, out)
+            self._forced.extend(forced)  # sent when the request is through (see receive)
 
     # ------------------------------------------------------------------ later identity
 
@@ -399,6 +419,13 @@ class Correlator:
 
     def _release(self, pieces: Sequence[Piece], out: Outcome, *, by_trace: bool = False) -> None:
         self._releaser.release(pieces, out, self._sessions, self.directory, by_trace_only=by_trace)
+
+    def _learned_here(self, trace_id: bytes, out: Outcome) -> None:
+        """A span of this request named its trace: release the trace, share it."""
+        self._release_trace(trace_id, out)
+        user = self._traces.get(trace_id)
+        if user is not None:
+            out.learned.append((trace_id, user))
 
     def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
         released = self._hold.trace(trace_id)

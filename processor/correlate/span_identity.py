@@ -67,8 +67,9 @@ class IdentityReader:
         # configured keys that do not are searched for as they are.
         others = sorted({k.encode() for k, _ in pairs if "user" not in k})
         self._needles = (b"user", *others)
-        # Keys whose presence sends a span to the full read: identity, and ours.
-        self.keys = frozenset(self._rank).union(WRITTEN_KEYS)
+        self.identity_keys = frozenset(self._rank)
+        # Keys whose presence the message path scans spans for: identity, and ours.
+        self.keys = self.identity_keys.union(WRITTEN_KEYS)
 
     def maybe_present(self, raw: bytes) -> bool:
         """False only when no identity key, and no key the service writes, can be in ``raw``.
