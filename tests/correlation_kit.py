@@ -17,6 +17,7 @@ from processor.correlate.lag import LagLearner
 from processor.correlate.received import Received
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
+from processor.correlate.usage import UsageReader
 from processor.directory import Directory
 from processor.model import Session, User
 from processor.sessions.memory import MemorySessionStore
@@ -115,6 +116,7 @@ class Kit:
     extra_identity: dict[str, str] = field(default_factory=dict)
     hasher: EmailHasher | None = None
     lags: LagLearner | None = None
+    usage: UsageReader | None = None
 
     def __post_init__(self) -> None:
         self.store = MemorySessionStore(10_000)
@@ -133,6 +135,7 @@ class Kit:
             self.traces,
             HoldBuffer(self.max_held),
             self.directory,
+            self.usage,
         )
 
     def add(self, *sessions: Session, now: int = T0) -> Outcome:

@@ -40,9 +40,9 @@ class UsageTally:
 
     __slots__ = ("_decoded", "_limit", "_reader", "_rows", "_users")
 
-    def __init__(self, reader: UsageReader, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, reader: UsageReader, limit: int | None = None) -> None:
         self._reader = reader
-        self._limit = limit
+        self._limit = limit if limit is not None else DEFAULT_LIMIT
         self._rows: dict[RawKey, list[Any]] = {}  # -> [calls, tokens in, tokens out, cost]
         self._users: dict[int, User | None] = {0: None}  # keeps each keyed user alive
         self._decoded: dict[UsageKey, list[float]] = {}  # calls read one by one
