@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from processor.correlate import batch as batch_module
+from processor.correlate import splice as splice_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.columns import ColumnReader
 from processor.correlate.correlator import Correlator, Outcome, Rules
@@ -318,7 +318,7 @@ def test_spliced_output_is_the_encoder_output(
     raw = request.SerializeToString()
     received = Received.parse(raw)
     extras = [extra if i % 2 else b"" for i in range(received.spans)]
-    spliced = batch_module._splice(received, extras)
+    spliced = splice_module.splice(received, extras)
     if not received.spans:
         assert spliced is None
         return
@@ -339,7 +339,7 @@ def test_splice_declines_what_the_view_does_not_keep_exactly(tail: bytes) -> Non
     rs = request.resource_spans[0].SerializeToString() + tail
     raw = b"\x0a" + bytes([len(rs)]) + rs
     received = Received.parse(raw)
-    assert batch_module._splice(received, [b"\x4a\x00"]) is None
+    assert splice_module.splice(received, [b"\x4a\x00"]) is None
 
 
 def _twice(field_a: bytes, field_b: bytes, span: Span) -> bytes:

@@ -407,7 +407,7 @@ def test_every_written_key_contains_user() -> None:
 
 @pytest.mark.parametrize(
     ("path", "name"),
-    [("processor.correlate.correlator", "_drop_empty"), ("processor.correlate.batch", "_rewrite")],
+    [("processor.correlate.message_path", "_drop_empty"), ("processor.correlate.batch", "rewrite")],
     ids=["message path", "column path"],
 )
 def test_failed_request_undoes_its_holds_and_keeps_released_spans(
@@ -424,7 +424,7 @@ def test_failed_request_undoes_its_holds_and_keeps_released_spans(
         raise RuntimeError("injected")
 
     monkeypatch.setattr(f"{path}.{name}", boom)
-    if "correlator" in path:  # columns cannot vouch for the marker key: the message path
+    if "message_path" in path:  # columns cannot vouch for the marker key: the message path
         other = gateway_span(trace=3, extra=[kv("\x00user-enricher/span-end", "x")])
     else:  # a known trace is attributed now, so the request is rewritten
         kit.correlator.learn_trace((3).to_bytes(16, "big"), ANA, T0)
