@@ -22,6 +22,7 @@ from processor.sessions.store import SessionLookup
 
 Principals = tuple[tuple[str, str], ...]
 _MISS: Any = object()
+_EVENTS: Any = object()  # request events at the address: decided with them
 _KNOWN_LIMIT = 65_536  # addresses whose answer is kept across batches
 
 
@@ -47,9 +48,9 @@ class Decider:
 
     def __init__(self, resolver: Resolver) -> None:
         self._resolver = resolver
-        # ip -> (sessions stamp, valid from, valid until, decision): long-session
+        # ip -> (sessions stamp, valid from, valid until, decision, store generation):
         # answers kept across batches until the address's sessions change.
-        self._known: dict[str, tuple[int, int, int, Attribution | None]] = {}
+        self._known: dict[str, tuple[int, int, int, Attribution | None, int]] = {}
         self._known_for: Directory | None = None  # the directory they were made with
 
     def _address_answer(
@@ -61,22 +62,30 @@ class Decider:
         directory: Directory,
         memo: Memo,
     ) -> Attribution | Any | None:
-        """The one long-session answer for spans at ``ip`` from ``first`` to ``last``,
-        or ``_MISS`` when the sessions there change in between."""
+        """The one long-session answer for spans at ``ip`` from ``first`` to ``last``
+        (no request events there), ``_MISS`` when the sessions there change in
+        between, or ``_EVENTS`` when request events at ``ip`` must decide."""
         if directory is not self._known_for:
             self._known.clear()
             self._known_for = directory
-        stamp = sessions.stamp(ip)
+        generation = sessions.generation
         hit = self._known.get(ip)
-        if hit is not None and hit[0] == stamp and hit[1] <= first and last < hit[2]:
-            return hit[3]
+        if hit is not None and hit[1] <= first and last < hit[2]:
+            if hit[4] == generation:  # nothing stored changed since
+                return hit[3]
+            if not sessions.has_events(ip) and hit[0] == sessions.stamp(ip):
+                self._known[ip] = (*hit[:4], generation)
+                return hit[3]
+        if sessions.has_events(ip):
+            return _EVENTS
+        stamp = sessions.stamp(ip)
         a = self._resolver.by_address(ip, first, sessions, directory, memo)
         until = memo[ip][1]
         if last >= until:
             return _MISS
         if len(self._known) >= _KNOWN_LIMIT:
             self._known.clear()
-        self._known[ip] = (stamp, first, until, a)
+        self._known[ip] = (stamp, first, until, a, generation)
         return a
 
     def decide(
@@ -158,12 +167,12 @@ class Decider:
         first, last = min(starts), max(starts)
         decided: dict[str | None, Attribution | None] = {}
         memo: Memo = {}
-        answer, has_events = self._address_answer, sessions.has_events
+        answer = self._address_answer
         for ip in distinct:
-            if ip is None or has_events(ip):
+            if ip is None:
                 continue
             a = answer(ip, first, last, sessions, directory, memo)
-            if a is not _MISS:
+            if a is not _MISS and a is not _EVENTS:
                 decided[ip] = a
         if not decided:
             return None, None

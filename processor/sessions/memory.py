@@ -62,12 +62,16 @@ class MemorySessionStore:
         self._ends: list[tuple[int, int]] = []  # lazy heap of (end_ns, seq)
         self._seq = count()
         self.evicted = 0
+        # Changes with every add, close, expiry or eviction of anything stored: an
+        # answer kept at one generation still holds at the same generation.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._by_seq) + len(self._events)
 
     def add(self, session: Session) -> None:
         """Store ``session``; a push that overlaps the same user's session extends it."""
+        self.generation += 1
         if session.kind in EVENT_KINDS:
             self._events.add(session)
             self._evict()
@@ -88,6 +92,7 @@ class MemorySessionStore:
 
     def close(self, ip: str, user_key: str, at_ns: int) -> int:
         """End ``user_key``'s sessions on ``ip`` that are open at ``at_ns``; returns how many."""
+        self.generation += 1
         entry = self._by_ip.get(ip)
         if entry is None:
             return 0
@@ -146,6 +151,8 @@ class MemorySessionStore:
             if current is not None and current.end_ns == end_ns:
                 self._pop(seq)
                 dropped += 1
+        if dropped:
+            self.generation += 1
         return dropped
 
     def _started_in(self, entry: _AddressSessions, lo_ns: int, hi_ns: int) -> list[int]:

@@ -36,6 +36,11 @@ class SessionLookup(Protocol):
         """True when any request event is held for ``ip``."""
         ...
 
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever anything stored changes."""
+        ...
+
     def stamp(self, ip: str) -> int:
         """A number that changes whenever the long sessions on ``ip`` change, so an
         answer from :meth:`users_at` can be kept until then."""
