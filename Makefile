@@ -13,7 +13,7 @@ BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto lock bench bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui lock-e2e clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-shapes bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui lock-e2e clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ unit: $(STAMP)
 # pass-through, latency, session and batch-size sweeps (prints Markdown; not a test).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.harness
+	$(BIN)/python -m benchmarks.shapes
+
+# Defaults and tuned, narrow and diverse (every span its own ip:port, 2,048 users) shapes,
+# against two pass-through proxies in the same run.
+bench-shapes: $(STAMP)
+	$(BIN)/python -m benchmarks.shapes
 
 # The service against the pass-through, alternating, to compare changes on a shared machine.
 bench-ab: $(STAMP)
