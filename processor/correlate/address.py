@@ -26,6 +26,12 @@ def normalize_ip(raw: str) -> str | None:
     IPv4-mapped IPv6 addresses become plain IPv4 so that a dual-stack listener and
     an IPv4 session push agree on one key.
     """
+    host = host_of(raw)
+    return normalize_host(host) if host is not None else None
+
+
+def host_of(raw: str) -> str | None:
+    """The address part of ``raw`` without brackets or port, not yet checked."""
     text = raw.strip()
     if not text:
         return None
@@ -38,6 +44,11 @@ def normalize_ip(raw: str) -> str | None:
         text = text.split(":", 1)[0]
     if text != "".join(text.split()):  # whitespace inside, e.g. in a scope id
         return None
+    return text
+
+
+def normalize_host(text: str) -> str | None:
+    """The canonical IP text of an address without port, or None when it is none."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -48,14 +59,20 @@ def normalize_ip(raw: str) -> str | None:
 
 
 class AddressNormalizer(Computed[str, "str | None"]):
-    """Memoises :func:`normalize_ip`, since one gateway sends few distinct values.
+    """Memoises :func:`normalize_ip` per raw value, and the address parse per address:
+    a busy gateway's ``ip:port`` values are many (ports change), its addresses few.
 
     Call it with a raw value: the normalised IP, or None.
     """
 
-    __slots__ = ()
+    __slots__ = ("_hosts",)
 
     def __init__(self) -> None:
-        super().__init__(normalize_ip, _CACHE_LIMIT)
+        self._hosts: Computed[str, str | None] = Computed(normalize_host, _CACHE_LIMIT)
+        super().__init__(self._normalized, _CACHE_LIMIT)
+
+    def _normalized(self, raw: str) -> str | None:
+        host = host_of(raw)
+        return self._hosts[host] if host is not None else None
 
     __call__ = Computed.__getitem__
