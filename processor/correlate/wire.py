@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 _F1, _F2, _F3 = b"\x0a", b"\x12", b"\x1a"  # fields 1-3, wire type 2 (length-delimited)
 
@@ -61,7 +62,12 @@ def _span_field(span: bytes) -> bytes:
 
 def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> bytes:
     parts = [] if origin.scope is None else [field(_F1, origin.scope)]
-    parts.extend(map(_span_field, spans))
+    lengths = list(map(len, spans))
+    if lengths and max(lengths) < PREFIXED:  # every prefix from the table, in C
+        prefixes = map(SPAN_PREFIX.__getitem__, lengths)
+        parts.extend(chain.from_iterable(zip(prefixes, spans, strict=True)))
+    else:
+        parts.extend(map(_span_field, spans))
     if origin.scope_schema_url:
         parts.append(field(_F3, origin.scope_schema_url.encode()))
     return b"".join(parts)
