@@ -50,31 +50,43 @@ def test_dense_attribution_benchmark_runs() -> None:
     assert "recall/bound" in result.stdout and "request 5-80ms" in result.stdout
 
 
+_SHAPES_CHECK = """
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from benchmarks.bench_sink import find_sequences
+from benchmarks.loadgen import Rotation
+
+def spans(raw):
+    request = ExportTraceServiceRequest.FromString(raw)
+    return [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+def attr(span, key):
+    return next(kv.value.string_value for kv in span.attributes if kv.key == key)
+
+rotation = Rotation("diverse", 512, 1, 10**18)
+first, second = spans(rotation.payload(7)), spans(rotation.payload(8))
+sources = [attr(s, "src.addr") for s in first + second]
+named = spans(Rotation("identity", 64, 1, 10**18).payload(1))
+narrow = {attr(s, "src.addr") for s in spans(Rotation("narrow", 512, 1, 10**18).payload(1))}
+print(len(set(sources)), len({s.rpartition(":")[0] for s in sources}),
+      {s.trace_id for s in first}.isdisjoint(s.trace_id for s in second),
+      find_sequences(rotation.payload(7)),
+      all(attr(s, "x-openwebui-user-email").endswith("@example.com") for s in named),
+      len(narrow))
+"""
+
+
 def test_load_shapes_are_what_their_names_say() -> None:
     """diverse: every span its own ip:port over 2,048 addresses; identity: the same with
     Open WebUI's headers; every request its own trace ids, its sequence number found."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
+    result = run_module("benchmarks.loadgen", "--help")  # importable from the root
+    assert result.returncode == 0, result.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", _SHAPES_CHECK],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-    from benchmarks.bench_sink import find_sequences
-    from benchmarks.loadgen import Rotation
-
-    def spans(raw: bytes) -> list[Span]:
-        request = ExportTraceServiceRequest.FromString(raw)
-        return [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-
-    def attr(span: Span, key: str) -> str:
-        return next(str(kv.value.string_value) for kv in span.attributes if kv.key == key)
-
-    rotation = Rotation("diverse", 512, 1, 10**18)
-    first, second = spans(rotation.payload(7)), spans(rotation.payload(8))
-    sources = [attr(s, "src.addr") for s in first + second]
-    assert len(set(sources)) == 1024 and len({s.rpartition(":")[0] for s in sources}) == 1024
-    assert {s.trace_id for s in first}.isdisjoint(s.trace_id for s in second)
-    assert find_sequences(rotation.payload(7)) == [7]
-    named = spans(Rotation("identity", 64, 1, 10**18).payload(1))
-    assert all(attr(s, "x-openwebui-user-email").endswith("@example.com") for s in named)
-    narrow = {attr(s, "src.addr") for s in spans(Rotation("narrow", 512, 1, 10**18).payload(1))}
-    assert len(narrow) == 28
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1024", "1024", "True", "[7]", "True", "28"]
