@@ -51,7 +51,6 @@ class Layout:
     count: int
     positions: dict[str, int]  # wanted key -> index among the span's attributes
     duplicated: bool  # a wanted key occurs twice (read by the full decode instead)
-    flagged: bool  # one of the flagged keys occurs
 
 
 class Columns:
@@ -61,19 +60,17 @@ class Columns:
     when the span has no such attribute. Trace ids are read when first asked for.
     """
 
-    __slots__ = ("_trace_ids", "flagged", "starts", "values")
+    __slots__ = ("_trace_ids", "starts", "values")
 
     def __init__(
         self,
         trace_ids: Sequence[bytes],  # every span's, each followed by the marker's
         starts: list[int],
         values: dict[str, list[bytes | None]],
-        flagged: bool,  # some span has one of the reader's flagged keys
     ) -> None:
         self._trace_ids: Sequence[bytes] | list[bytes] = trace_ids
         self.starts = starts
         self.values = values
-        self.flagged = flagged
 
     @property
     def trace_ids(self) -> list[bytes]:
@@ -86,11 +83,10 @@ class Columns:
 class ColumnReader:
     """Reads :class:`Columns` for a fixed set of wanted keys; remembers layouts."""
 
-    __slots__ = ("_flagged", "_layouts", "_repeated", "_wanted")
+    __slots__ = ("_layouts", "_repeated", "_wanted")
 
-    def __init__(self, wanted: Sequence[str], flagged: frozenset[str] = frozenset()) -> None:
+    def __init__(self, wanted: Sequence[str]) -> None:
         self._wanted = tuple(dict.fromkeys(wanted))
-        self._flagged = flagged
         self._layouts: dict[bytes, Layout] = {}
         self._repeated = (b"", b"")  # (one span's encoded keys, those keys for a whole batch)
 
@@ -99,7 +95,7 @@ class ColumnReader:
         cannot be read this way (see the module docstring)."""
         n = len(spans)
         if not n:
-            return Columns([], [], {key: [] for key in self._wanted}, False)
+            return Columns([], [], {key: [] for key in self._wanted})
         try:
             flat = SpanColumns.FromString(_MARK.join([*spans, b""]))  # a marker after each
         except DecodeError:
@@ -118,8 +114,7 @@ class ColumnReader:
         values = self._values(kvs.value, layouts, uniform)
         if values is None:
             return None
-        flagged = layouts[0].flagged if uniform else any(layout.flagged for layout in layouts)
-        return Columns(trace_ids, _every(starts, 0, 2), values, flagged)
+        return Columns(trace_ids, _every(starts, 0, 2), values)
 
     def _layouts_of(self, encoded: bytes, n: int, keys: int) -> list[Layout] | None:
         """Each span's layout, from the encoded keys (then values) of every span.
@@ -139,8 +134,10 @@ class ColumnReader:
                 repeated = self._repeated = (unit, unit * n)  # batches repeat: build it once
             if encoded.startswith(repeated[1]):
                 return [first] * n
-        parts = encoded.split(_KEY_FIELD)
-        if len(parts) != n + 1:  # the marker key also occurs elsewhere
+        # The keys come first and the n-th marker key is the last of them, so the
+        # values after it are not searched; they start with a value field (tag 2).
+        parts = encoded.split(_KEY_FIELD, n)
+        if len(parts) != n + 1 or not parts[n].startswith(b"\x12"):  # a marker key elsewhere
             return None
         layouts = []
         common, common_layout = parts[0], first  # most spans share the first's keys
@@ -164,8 +161,7 @@ class ColumnReader:
                 return None
             wanted = [(key, index) for index, key in enumerate(keys) if key in self._wanted]
             positions = dict(reversed(wanted))  # the first occurrence wins
-            flagged = not self._flagged.isdisjoint(keys)
-            layout = Layout(len(keys), positions, len(positions) != len(wanted), flagged)
+            layout = Layout(len(keys), positions, len(positions) != len(wanted))
             if len(self._layouts) >= _MEMO_LIMIT:
                 self._layouts.clear()
             self._layouts[part] = layout
