@@ -21,6 +21,7 @@ from processor.correlate.address import AddressNormalizer
 from processor.correlate.column_facts import ColumnFacts, Principals
 from processor.correlate.columns import Columns, any_value
 from processor.correlate.decide import Decider
+from processor.correlate.decided import DecisionTable, Kind
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldGroup
 from processor.correlate.identity import AttributionEncoder
@@ -73,6 +74,7 @@ class BatchPath:
         self._hold_group = hold
         self._named = named
         self._facts = facts
+        self._decided = DecisionTable(encoder)
         self._identity = identity
         self._on_learned = learned
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
@@ -127,34 +129,42 @@ class BatchPath:
         decided = self._decider.decide(
             ips, starts, models_of, decisions, pending, sessions, directory, principals, per_ip
         )
-        # Each span's decision by a key: its address when the whole batch was decided
-        # by address (their strings hash fast), else the decision's id.
-        keys: list[Any]
-        objects: dict[Any, Attribution | None]
-        if decided.by_ip is not None:
-            keys, objects, counts = ips, decided.by_ip, per_ip
+        # Each span's decision object, known to the table by id: counting, usage and
+        # the encoded attributes are then per-span look-ups in C.
+        by_ip, table = decided.by_ip, self._decided
+        kinds: Counter[Kind]
+        if by_ip is not None and len(by_ip) * 8 <= n:  # few addresses: counted per address
+            id_of = dict(zip(by_ip, table.ids(list(by_ip.values())), strict=True))
+            ids = list(map(id_of.__getitem__, ips))
+            kinds = Counter()
+            for ip, count in per_ip.items():
+                kinds[table.kind[id_of[ip]]] += count
         else:
-            keys = list(map(id, decisions))
-            objects = dict(zip(keys, decisions, strict=True))  # the decisions keep their ids
-            counts = Counter(keys)
-        self._tally(counts, objects, held, decided.no_address, out)
+            ids = table.ids(decisions if by_ip is None else list(map(by_ip.__getitem__, ips)))
+            kinds = table.counts(ids)
+        for kind, count in kinds.items():
+            if kind is None:
+                out.unattributed += count - len(held)
+            else:
+                out.attributed[kind] += count
+        out.no_address += decided.no_address
         tally = self._usage_tally
         if tally is not None and len(held) < n:
-            user_of = {key: a.user if a is not None else None for key, a in objects.items()}
+            users = list(map(table.user.__getitem__, ids))
             if held:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
                 values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
-                tally.add_columns([keys[i] for i in keep], user_of, values)
+                tally.add_users([users[i] for i in keep], values)
             else:
-                tally.add_columns(keys, user_of, columns.values)
+                tally.add_users(users, columns.values)
         present = self._facts.present(columns, n)
         if held:
             self._hold(
                 received, columns, held, ips, models_of(), principals, present, now_ns, tag, out
             )
         if n > len(held):
-            extras = self._encoded(keys, objects)
+            extras = list(map(table.data.__getitem__, ids))
             if present is not None:  # leave out what a span already says
                 encode = self._encoder.encoded
                 for i, (a, has) in enumerate(zip(decisions, present, strict=True)):
@@ -268,31 +278,6 @@ class BatchPath:
             text = self._texts.__getitem__
             models = [text(v) or m for v, m in zip(column, models, strict=True)]
         return models
-
-    # ------------------------------------------------------------------ results
-
-    @staticmethod
-    def _tally(
-        counts: Counter[Any],
-        objects: dict[Any, Attribution | None],
-        held: list[int],
-        no_address: int,
-        out: Outcome,
-    ) -> None:
-        """Count the spans that leave now by how they were attributed."""
-        for key, count in counts.items():
-            a = objects[key]
-            if a is None:
-                out.unattributed += count - len(held)
-            else:
-                out.attributed[a.method, a.confidence] += count
-        out.no_address += no_address
-
-    def _encoded(self, ids: list[Any], objects: dict[Any, Attribution | None]) -> list[bytes]:
-        """Each span's encoded attribution (empty for none), encoded once per decision."""
-        encode = self._encoder.encoded
-        by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}
-        return list(map(by_id.__getitem__, ids))
 
     def _hold(
         self,

@@ -31,7 +31,7 @@ from processor.model import User
 
 DEFAULT_LIMIT = 100_000  # distinct rows before the tally asks to be drained
 
-# (id of the user or 0, provider, response model, request model, status, priced)
+# (id of the user object (or of None), provider, response model, request model, status, priced)
 RawKey = tuple[int, bytes | None, bytes | None, bytes | None, bytes | None, bool]
 
 
@@ -44,7 +44,7 @@ class UsageTally:
         self._reader = reader
         self._limit = limit if limit is not None else DEFAULT_LIMIT
         self._rows: dict[RawKey, list[Any]] = {}  # -> [calls, tokens in, tokens out, cost]
-        self._users: dict[int, User | None] = {0: None}  # keeps each keyed user alive
+        self._users: dict[int, User | None] = {}  # keeps each keyed user alive
         self._decoded: dict[UsageKey, list[float]] = {}  # calls read one by one
 
     def __len__(self) -> int:
@@ -65,16 +65,18 @@ class UsageTally:
 
         ``owners[i]`` stands for the user of span ``i``, ``users[owners[i]]``.
         """
+        self.add_users(list(map(users.__getitem__, owners)), values)
+
+    def add_users(
+        self, users: Sequence[User | None], values: Mapping[str, Sequence[bytes | None]]
+    ) -> None:
+        """Add the usage of every span whose columns are given; span ``i`` is ``users[i]``'s."""
         providers = values[PROVIDER]
         n = len(providers)
         if not n or providers.count(None) == n:
             return
-        known = self._users
-        uid: dict[Hashable, int] = {}
-        for owner, user in users.items():
-            uid[owner] = id(user) if user is not None else 0
-            if user is not None:
-                known[id(user)] = user
+        ids = list(map(id, users))
+        self._users.update(zip(ids, users, strict=True))  # kept alive while keyed
         reader = self._reader
         tokens_in = reader.counts(values[INPUT_TOKENS])
         tokens_out = reader.counts(values[OUTPUT_TOKENS])
@@ -87,7 +89,7 @@ class UsageTally:
             priced = [c is not None for c in found]
             costs = [c if c is not None else 0.0 for c in found]
         keys = zip(
-            map(uid.__getitem__, owners),
+            ids,
             providers,
             values[RESPONSE_MODEL],
             values[REQUEST_MODEL],
@@ -115,7 +117,7 @@ class UsageTally:
         the tally starts over."""
         totals, self._decoded = self._decoded, {}
         rows, self._rows = self._rows, {}
-        users, self._users = self._users, {0: None}
+        users, self._users = self._users, {}
         reader = self._reader
         for (who, p, rm, qm, st, priced), (calls, t_in, t_out, cost) in rows.items():
             if p is None:
