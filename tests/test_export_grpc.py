@@ -17,6 +17,7 @@ import grpc
 import grpc.aio
 import pytest
 import structlog
+from conftest import wait_until
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
     error_details_pb2,
@@ -327,6 +328,29 @@ async def test_timeout_is_retryable_deadline_exceeded(sink: Sink, endpoint: str)
     finally:
         sink.hold.set()
     assert (caught.value.code, caught.value.retryable) == ("DEADLINE_EXCEEDED", True)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+async def test_shutdown_mid_export_cancels_the_call(
+    sink: Sink, endpoint: str, compression: str
+) -> None:
+    """A downstream that never answers: shutdown ends the call in flight (a worker
+    thread's blocking call under gzip, an aio call without) and the send fails
+    retryably, so the batch stays with the queue or spool instead of hanging."""
+    sink.hold = asyncio.Event()
+    settings = GrpcExporterSettings(endpoint, insecure=True, compression=compression, timeout=0)
+    sender = OtlpGrpcSender(settings)
+    await sender.start()
+    try:
+        sending = asyncio.ensure_future(sender.send(_payload()))
+        await wait_until(lambda: sink.attempts == 1)
+        await asyncio.wait_for(sender.shutdown(grace=0.05), timeout=10)
+        with pytest.raises(ExportFailed) as caught:
+            await asyncio.wait_for(sending, timeout=10)
+    finally:
+        sink.hold.set()
+    assert caught.value.code == "CANCELLED"
+    assert sink.requests == []
 
 
 async def test_send_outside_lifecycle_is_permanent(endpoint: str) -> None:

@@ -160,6 +160,16 @@ class OtlpGrpcSender:
             response = await export(payload, timeout)
         except grpc.RpcError as err:  # AioRpcError too
             raise _export_failed(err) from err
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this send was cancelled
+            # The aio channel closed under the call (shutdown): as the blocking one says.
+            raise ExportFailed(
+                "OTLP export failed: CANCELLED: the channel closed",
+                code="CANCELLED",
+                retryable=True,
+            ) from None
         if response is not None:  # None: an OK answer whose body did not parse
             self._note_partial_success(response)
 
