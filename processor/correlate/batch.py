@@ -13,29 +13,24 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
-from processor.correlate.address import AddressNormalizer
 from processor.correlate.column_facts import ColumnFacts, Principals
 from processor.correlate.columns import Columns, any_value
 from processor.correlate.decide import Decider
 from processor.correlate.decided import DecisionTable, Kind
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldGroup
-from processor.correlate.identity import AttributionEncoder
 from processor.correlate.memo import Computed
-from processor.correlate.outcome import Outcome, Payload, Rules
+from processor.correlate.outcome import Outcome, Payload
+from processor.correlate.parts import SpanPathParts
 from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT
-from processor.correlate.span_identity import IdentityReader
 from processor.correlate.splice import origins, rewrite, splice
-from processor.correlate.usage_tally import UsageTally
 from processor.directory import Directory
 from processor.model import Attribution, User
 from processor.sessions.store import SessionLookup
-from processor.sessions.traces import TraceIdentities
 
 _MEMO_LIMIT = 65_536
 
@@ -51,32 +46,20 @@ _NOT_IP: Any = object()  # a string that is not an address: the span has no addr
 class BatchPath:
     """Attributes a :class:`Received` request from its columns, for one correlator."""
 
-    def __init__(
-        self,
-        rules: Rules,
-        decider: Decider,
-        tally: UsageTally | None,
-        traces: TraceIdentities,
-        normalize: AddressNormalizer,
-        encoder: AttributionEncoder,
-        hold: Callable[[HeldGroup, Outcome], None],
-        named: Callable[[User, str, str], Attribution],
-        facts: ColumnFacts,
-        identity: IdentityReader,
-        learned: Callable[[bytes, Outcome], None],
-    ) -> None:
+    def __init__(self, parts: SpanPathParts, decider: Decider, facts: ColumnFacts) -> None:
+        rules = parts.rules
         self._rules = rules
         self._decider = decider
-        self._usage_tally = tally
-        self._traces = traces
-        self._normalize = normalize
-        self._encoder = encoder
-        self._hold_group = hold
-        self._named = named
+        self._usage_tally = parts.tally
+        self._traces = parts.traces
+        self._normalize = parts.normalize
+        self._encoder = parts.encoder
+        self._hold_group = parts.hold
+        self._named = parts.resolver.named
         self._facts = facts
-        self._decided = DecisionTable(encoder)
-        self._identity = identity
-        self._on_learned = learned
+        self._decided = DecisionTable(parts.encoder)
+        self._identity = parts.identity
+        self._on_learned = parts.learned
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
         # encoded AnyValue -> normalised address, _NOT_IP or _ABSENT
         self._addresses: Computed[bytes | None, Any] = Computed(self._address, _MEMO_LIMIT)

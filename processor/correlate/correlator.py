@@ -23,6 +23,7 @@ from processor.correlate.identity import AttributionEncoder
 from processor.correlate.lag import LagLearner
 from processor.correlate.message_path import MessagePath
 from processor.correlate.outcome import CorrelationFailed, Outcome, Payload, Rules
+from processor.correlate.parts import SpanPathParts
 from processor.correlate.received import Received
 from processor.correlate.release import Releaser
 from processor.correlate.resolve import Resolver
@@ -70,31 +71,19 @@ class Correlator:
         decider = Decider(resolver)
         self._tally = UsageTally(usage) if usage is not None else None
         self._releaser = Releaser(resolver, decider, self._encoder, traces, self._tally)
-        self._batch = BatchPath(
-            rules,
-            decider,
-            self._tally,
-            traces,
-            self._normalize,
-            self._encoder,
-            lambda group, out: self.hold_group(group, out),
-            resolver.named,
-            facts,
-            reader,
-            self._learned_here,
-        )
-        self._message_path = MessagePath(
+        parts = SpanPathParts(
             rules,
             resolver,
             reader,
             traces,
             self._normalize,
             self._encoder,
-            usage,
             self._tally,
             lambda group, out: self.hold_group(group, out),
             self._learned_here,
         )
+        self._batch = BatchPath(parts, decider, facts)
+        self._message_path = MessagePath(parts, usage)
 
     @property
     def lags(self) -> LagLearner | None:

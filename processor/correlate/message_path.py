@@ -10,27 +10,24 @@ request), then traces, holding, and timing and the directory.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, MutableSequence, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from processor.correlate.address import AddressNormalizer
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldGroup
-from processor.correlate.identity import WRITTEN_KEYS, AttributionEncoder
-from processor.correlate.outcome import Outcome, Payload, Rules
-from processor.correlate.resolve import EXACT, Memo, Resolver, SpanFacts
-from processor.correlate.span_identity import IdentityReader
+from processor.correlate.identity import WRITTEN_KEYS
+from processor.correlate.outcome import Outcome, Payload
+from processor.correlate.parts import SpanPathParts
+from processor.correlate.resolve import EXACT, Memo, SpanFacts
 from processor.correlate.usage import PROVIDER, Usage, UsageReader
-from processor.correlate.usage_tally import UsageTally
 from processor.correlate.wire import Origin
 from processor.directory import Directory
 from processor.model import Attribution, User
 from processor.sessions.store import SessionLookup
-from processor.sessions.traces import TraceIdentities
 
 _WRITTEN = frozenset(WRITTEN_KEYS)
 _LLM_MARK = PROVIDER.encode()
@@ -67,31 +64,19 @@ class _Holding:
 class MessagePath:
     """Attributes decoded requests for one correlator (its parts are injected)."""
 
-    def __init__(
-        self,
-        rules: Rules,
-        resolver: Resolver,
-        reader: IdentityReader,
-        traces: TraceIdentities,
-        normalize: AddressNormalizer,
-        encoder: AttributionEncoder,
-        usage: UsageReader | None,
-        tally: UsageTally | None,
-        hold: Callable[[HeldGroup, Outcome], None],
-        learned: Callable[[bytes, Outcome], None],
-    ) -> None:
+    def __init__(self, parts: SpanPathParts, usage: UsageReader | None) -> None:
+        rules = parts.rules
         self._rules = rules
-        self._resolver = resolver
-        self._reader = reader
-        self._traces = traces
-        self._normalize = normalize
-        self._encoder = encoder
+        self._resolver = parts.resolver
+        self._reader = parts.identity
+        self._traces = parts.traces
+        self._normalize = parts.normalize
+        self._encoder = parts.encoder
         self._usage = usage
-        self._tally = tally
-        self._hold = hold
-        self._learned = learned
-        self._find_span_addr = AttributeFinder(rules.address_keys).find
-        self._find_resource_addr = AttributeFinder(rules.address_keys).find
+        self._tally = parts.tally
+        self._hold = parts.hold
+        self._learned = parts.learned
+        self._find_addr = AttributeFinder(rules.address_keys).find
         self._find_model = AttributeFinder(rules.model_keys).find if rules.model_keys else None
         self._principal_keys = frozenset(rules.principal_keys)
         self._gathering: _Holding | None = None
@@ -161,7 +146,7 @@ class MessagePath:
         usage: UsageReader | None,
     ) -> bool:
         attrs = rs.resource.attributes
-        raw_addr = self._find_resource_addr(attrs)
+        raw_addr = self._find_addr(attrs)
         resource_ip = self._normalize(raw_addr) if raw_addr else None
         changed = False
         memo: Memo = {}
@@ -223,7 +208,7 @@ class MessagePath:
         self, span: Span, resource_ip: str | None, memo: Memo
     ) -> tuple[Attribution | None, SpanFacts | None]:
         """Timing and directory links for a span that is not held."""
-        raw_addr = self._find_span_addr(span.attributes)
+        raw_addr = self._find_addr(span.attributes)
         ip = self._normalize(raw_addr) if raw_addr else resource_ip
         if (
             ip is not None
@@ -279,7 +264,7 @@ class MessagePath:
 
     def _facts(self, span: Span, resource_ip: str | None) -> SpanFacts:
         attrs = span.attributes
-        raw_addr = self._find_span_addr(attrs)
+        raw_addr = self._find_addr(attrs)
         ip = self._normalize(raw_addr) if raw_addr else resource_ip
         model = (self._find_model(attrs) or "") if self._find_model is not None else ""
         principals: tuple[tuple[str, str], ...] = ()
