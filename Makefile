@@ -103,7 +103,7 @@ e2e-openwebui: $(STAMP) $(OWUI_STAMP)
 # Regenerate the session API's Python code after editing proto/.
 proto: $(STAMP)
 	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iproto \
-		--python_out=processor/api/gen --mypy_out=processor/api/gen \
+		--python_out=processor/identity/intake/gen --mypy_out=processor/identity/intake/gen \
 		proto/user_enricher/v1/sessions.proto
 
 clean:

@@ -50,7 +50,7 @@ from processor.config import parse_config
 from processor.correlate.lag import LagSummary
 from processor.model import Session
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 DRAIN_TIMEOUT_S = 30.0  # bounded wait for the gateway spans at the sink
 

@@ -29,9 +29,9 @@ from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import UsageReader
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.traces import TraceIdentities
 from processor.tuning import tune_malloc
 
 BATCH = 512

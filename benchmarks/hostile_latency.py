@@ -23,7 +23,7 @@ import aiohttp
 
 from benchmarks.serve_child import serve_child
 from benchmarks.workload import gateway_batch
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 BOMB = {**PROTOBUF, "Content-Encoding": "gzip"}

@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from benchmarks.harness import memory
 from benchmarks.serve_child import serve_child
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MB = 1_000_000

@@ -20,8 +20,8 @@ import time
 
 from redis import asyncio as aioredis
 
+from processor.identity.sessions.shared import RedisShare
 from processor.model import Session, User
-from processor.sessions.shared import RedisShare
 
 
 def _free_port() -> int:

@@ -17,7 +17,7 @@ from processor import __version__
 from processor.config import Config, load_config
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
-from processor.report.options import add_arguments as add_report_arguments
+from processor.tools.report.options import add_arguments as add_report_arguments
 from processor.tuning import tune_malloc
 
 log = structlog.get_logger("processor.cli")
@@ -53,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.config)
     if args.command == "report":
-        from processor.report.command import run_report
+        from processor.tools.report.command import run_report
 
         return run_report(args)
-    from processor.demo import run_demo
+    from processor.tools.demo import run_demo
 
     configure_logging("warning", "console")
     return asyncio.run(run_demo(spans=args.spans))

@@ -29,12 +29,6 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 from redis import asyncio as aioredis
 
-from processor.api.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
-from processor.api.grpc_sessions import SessionServicer
-from processor.api.http import HttpApi
-from processor.api.intake import SessionIntake, TokenAuth
-from processor.api.telemetry import Telemetry, telemetry_app
-from processor.api.webhooks import OpenWebUIWebhook
 from processor.config import Config, TlsConfig, split_endpoint
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
@@ -43,29 +37,35 @@ from processor.correlate.lag import LagLearner, Window
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
-from processor.directory import Directory
-from processor.directory_watch import DirectoryWatcher
 from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender
 from processor.export.queue import ExportQueue
 from processor.export.spool import Spool
+from processor.identity.directory import Directory
+from processor.identity.directory_watch import DirectoryWatcher
+from processor.identity.intake.grpc_sessions import SERVICE_NAME as SESSION_SERVICE
+from processor.identity.intake.grpc_sessions import SessionServicer
+from processor.identity.intake.http import HttpApi
+from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.telemetry import Telemetry, telemetry_app
+from processor.identity.intake.webhooks import OpenWebUIWebhook
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.shared import RedisShare, safe_url
+from processor.identity.sessions.traces import TraceIdentities
 from processor.metrics import Metrics
 from processor.model import Session, User
 from processor.pipeline import Pipeline
-from processor.receive.budget import InflightBudget
-from processor.receive.grpc_trace import TraceReceiver
-from processor.receive.guard import ConnectionGuard, GuardedSite
-from processor.receive.http_trace import HttpTraceReceiver, build_runner
-from processor.receive.rpc import health_handler
-from processor.security import (
+from processor.receive.auth import (
     grpc_server_credentials,
     http_ssl_context,
     rate_limiter,
     receiver_auth,
 )
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.shared import RedisShare, safe_url
-from processor.sessions.traces import TraceIdentities
+from processor.receive.budget import InflightBudget
+from processor.receive.grpc_trace import TraceReceiver
+from processor.receive.guard import ConnectionGuard, GuardedSite
+from processor.receive.http_trace import HttpTraceReceiver, build_runner
+from processor.receive.rpc import health_handler
 from processor.usage_labels import UserLabels
 
 log = structlog.get_logger("processor.service")

@@ -14,7 +14,7 @@ import structlog
 
 from processor.config import Config, parse_config
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 TOKEN = "test-token-0123456789"
 

@@ -18,10 +18,10 @@ from processor.correlate.received import Received
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import UsageReader
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.traces import TraceIdentities
 
 MS = 1_000_000
 S = 1000 * MS

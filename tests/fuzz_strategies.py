@@ -19,11 +19,11 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from processor.api.openwebui import KNOWN_EVENTS
-from processor.api.validate import MAX_TTL_S
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.identity import WRITTEN_KEYS
 from processor.correlate.span_identity import BUILTIN_IDENTITY_KEYS
+from processor.identity.intake.openwebui import KNOWN_EVENTS
+from processor.identity.intake.validate import MAX_TTL_S
 
 T = TypeVar("T")
 MS = 1_000_000

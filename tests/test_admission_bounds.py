@@ -11,7 +11,7 @@ from conftest import service_config
 from fault_kit import EXPORT, batch
 
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 MiB = 1024 * 1024
 

@@ -31,10 +31,10 @@ from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
 from processor.correlate.wire import varint
-from processor.directory import parse_directory
+from processor.identity.directory import parse_directory
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.traces import TraceIdentities
 
 PLAT = User(id="plat", email="platform@example.com", team="platform")
 ADDRESSES = ["172.18.0.5", "172.18.0.6", "fd00::7", "10.9.0.1"]

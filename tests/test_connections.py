@@ -11,7 +11,7 @@ from conftest import service_config, wait_until
 from fault_kit import batch
 
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 SLOW = 1000
 HEAD = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"

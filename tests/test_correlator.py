@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from processor.correlate.received import Received
-from processor.directory import parse_directory
+from processor.identity.directory import parse_directory
 from processor.model import Session, User
 
 MIKE_EVENT = event(MIKE, T0 - 300 * MS)

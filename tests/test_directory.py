@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from processor.directory import Directory, load_directory, parse_directory
-from processor.directory_watch import DirectoryWatcher
 from processor.errors import ConfigError
+from processor.identity.directory import Directory, load_directory, parse_directory
+from processor.identity.directory_watch import DirectoryWatcher
 
 
 def test_lookups() -> None:

@@ -19,7 +19,7 @@ from fault_kit import Ledger, batch, span_numbers
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 
 def write_config(tmp_path: Path, exporter_port: int, spool: Path | None) -> Path:

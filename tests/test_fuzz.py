@@ -48,9 +48,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from processor import directory as directory_module
-from processor.api.openwebui import Close, Ignore, Store, interpret, parse_body
-from processor.api.validate import MAX_TTL_S, parse_json_body, to_sessions
 from processor.correlate import address as address_module
 from processor.correlate import batch as batch_module
 from processor.correlate import columns as columns_module
@@ -64,11 +61,14 @@ from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import BUILTIN_IDENTITY_KEYS, IdentityReader
 from processor.correlate.wire import Origin, build_request
-from processor.directory import Directory, parse_directory
 from processor.errors import ConfigError, InvalidInput
+from processor.identity import directory as directory_module
+from processor.identity.directory import Directory, parse_directory
+from processor.identity.intake.openwebui import Close, Ignore, Store, interpret, parse_body
+from processor.identity.intake.validate import MAX_TTL_S, parse_json_body, to_sessions
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.traces import TraceIdentities
 
 FUZZ = settings(
     derandomize=True,

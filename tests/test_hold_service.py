@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from processor.correlate.hold import HeldGroup
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

@@ -7,9 +7,9 @@ import random
 
 from processor.correlate.lag import MAX_OFFSETS_PER_SPAN, LagLearner, Window
 from processor.correlate.resolve import Resolver, SpanFacts
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.memory import MemorySessionStore
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
 
 MS = 1_000_000
 S = 1000 * MS

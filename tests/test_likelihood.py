@@ -13,11 +13,11 @@ from processor.correlate.claims import Claims
 from processor.correlate.identity import MARGIN, attribution_attributes
 from processor.correlate.lag import LagLearner
 from processor.correlate.resolve import AMBIGUOUS, HIGH, Resolver, SpanFacts
-from processor.directory import Directory
 from processor.errors import ConfigError
+from processor.identity.directory import Directory
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.shared import session_from_json, session_to_json
 from processor.model import Session, SessionKind, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.shared import session_from_json, session_to_json
 
 NOBODY = Directory.empty()
 

@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from processor.demo import GatewayCall, gateway_attributes
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.demo import GatewayCall, gateway_attributes
+from processor.tools.sink import TraceSink
 
 CALL = GatewayCall(0, "172.18.0.5:40312", "openai", "gpt-4o", 10, 20)
 

@@ -50,6 +50,7 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
+from processor.receive.auth import ReceiverAuth
 from processor.receive.budget import InflightBudget
 from processor.receive.http_trace import (
     MAX_GZIP_MEMBERS,
@@ -59,7 +60,6 @@ from processor.receive.http_trace import (
     build_app,
     build_runner,
 )
-from processor.security import ReceiverAuth
 
 TOKEN = "receiver-token-0123456789"
 TRACE_HEX = "5b8efff798038103d269b633813fc60c"

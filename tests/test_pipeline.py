@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.demo import GatewayCall, gateway_attributes
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.demo import GatewayCall, gateway_attributes
+from processor.tools.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 START = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

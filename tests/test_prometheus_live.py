@@ -36,7 +36,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from processor.metrics import ENRICHED as KNOWN_ENRICHED
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 ROOT = Path(__file__).parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"

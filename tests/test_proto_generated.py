@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from fault_kit import EXPORT
 from redis_kit import RedisServer
 
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ from aiohttp.typedefs import Handler
 from conftest import free_port
 
 from processor.cli import main
-from processor.report.aggregate import Filters, aggregate
-from processor.report.progress import Progress
-from processor.report.render import CSV_COLUMNS
-from processor.report.spans import SpanRecord, parse_v3
-from processor.report.timerange import RangeError, TimeRange, parse_duration, to_us
+from processor.tools.report.aggregate import Filters, aggregate
+from processor.tools.report.progress import Progress
+from processor.tools.report.render import CSV_COLUMNS
+from processor.tools.report.spans import SpanRecord, parse_v3
+from processor.tools.report.timerange import RangeError, TimeRange, parse_duration, to_us
 
 BASE_US = to_us(datetime(2026, 3, 1, tzinfo=UTC))
 HOUR_US = 3_600_000_000

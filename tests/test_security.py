@@ -1,4 +1,4 @@
-"""Tests for processor.security and its config: TLS/mTLS on both servers, receiver token, limits."""
+"""Tests for processor.receive.auth and its config: TLS/mTLS on both servers, tokens, limits."""
 
 from __future__ import annotations
 
@@ -21,9 +21,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from processor.api.http import HttpApi, retry_after
-from processor.api.intake import SessionIntake, TokenAuth
-from processor.api.webhooks import OpenWebUIWebhook
 from processor.config import (
     RECEIVER_TOKEN_ENV_VAR,
     TOKEN_ENV_VAR,
@@ -34,8 +31,12 @@ from processor.config import (
     parse_config,
 )
 from processor.errors import ConfigError
+from processor.identity.intake.http import HttpApi, retry_after
+from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.webhooks import OpenWebUIWebhook
+from processor.identity.sessions.memory import MemorySessionStore
 from processor.metrics import Metrics
-from processor.security import (
+from processor.receive.auth import (
     Metadata,
     RateLimiter,
     ReceiverAuth,
@@ -44,7 +45,6 @@ from processor.security import (
     rate_limiter,
     receiver_auth,
 )
-from processor.sessions.memory import MemorySessionStore
 
 RECEIVER_TOKEN = "receiver-token-0123456789"
 API_TOKEN = "api-token-0123456789"

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from processor.correlate.identity import EmailHasher
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 RECEIVER_TOKEN = "receiver-token-0123456789"
 

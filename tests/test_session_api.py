@@ -18,10 +18,10 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.model import User
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 S = 1_000_000_000
 PUSH_METHOD = "/user_enricher.v1.SessionService/PushSessions"

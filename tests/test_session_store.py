@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.store import NEVER
 from processor.model import Session, User
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.store import NEVER
 
 MIKE = User(id="mike", email="mike.chen@example.com", name="Mike Chen")
 ANA = User(id="ana", email="ana.lima@example.com")

@@ -17,12 +17,12 @@ from processor.correlate.columns import ColumnReader
 from processor.correlate.received import Received
 from processor.correlate.usage import USAGE_KEYS, Price, UsageKey, UsageReader, add_usage
 from processor.correlate.usage_tally import UsageTally
-from processor.directory import parse_directory
 from processor.export.queue import Batch
+from processor.identity.directory import parse_directory
+from processor.identity.sessions.memory import MemorySessionStore
 from processor.metrics import Metrics
 from processor.model import Session, User
 from processor.pipeline import Pipeline
-from processor.sessions.memory import MemorySessionStore
 from processor.usage_labels import UserLabels
 
 HOUR = 3600 * S

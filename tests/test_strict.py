@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from processor.correlate.received import Received
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 
 def one_request(**changes: bytes) -> ExportTraceServiceRequest:

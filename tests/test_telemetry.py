@@ -18,7 +18,7 @@ from processor.config import parse_config
 from processor.correlate.identity import EmailHasher
 from processor.errors import ConfigError
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 METRICS_TOKEN = "scrape-token-0123456789"
 

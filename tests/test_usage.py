@@ -13,7 +13,7 @@ from processor.correlate.identity import EmailHasher
 from processor.correlate.usage import Price, Usage, UsageReader
 from processor.model import User
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 from processor.usage_labels import OTHER, UNKNOWN, UserLabels
 
 

@@ -1,4 +1,4 @@
-"""Tables for the pure session API validation in processor.api.validate."""
+"""Tables for the pure session API validation in processor.identity.intake.validate."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.api.intake import TokenAuth
-from processor.api.validate import (
+from processor.errors import InvalidInput
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
+from processor.identity.intake.push import TokenAuth
+from processor.identity.intake.validate import (
     MAX_ROLES,
     MAX_SESSIONS_PER_PUSH,
     MAX_TEXT,
@@ -19,7 +20,6 @@ from processor.api.validate import (
     parse_json_body,
     to_sessions,
 )
-from processor.errors import InvalidInput
 from processor.model import Session, User
 
 NOW_NS = 1_795_000_000_000_000_000

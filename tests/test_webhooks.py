@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from conftest import Clock, service_config
 
-from processor.api.openwebui import Close, Ignore, Store, interpret
+from processor.identity.intake.openwebui import Close, Ignore, Store, interpret
 from processor.model import Session, User
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 SECRET = "wh-secret-0123456789abcdef"
 NOW_S = 1_795_722_066

@@ -28,9 +28,9 @@ from processor.correlate.parts import SpanPathParts
 from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT
 from processor.correlate.splice import origins, rewrite, splice
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution, User
-from processor.sessions.store import SessionLookup
 
 _MEMO_LIMIT = 65_536
 

@@ -30,10 +30,10 @@ from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import USAGE_KEYS, UsageKey, UsageReader
 from processor.correlate.usage_tally import UsageTally
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.store import SessionLookup
+from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.sessions.store import SessionLookup
-from processor.sessions.traces import TraceIdentities
 
 __all__ = ["CorrelationFailed", "Correlator", "Outcome", "Payload", "Rules"]
 

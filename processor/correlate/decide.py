@@ -16,9 +16,9 @@ from itertools import repeat
 from typing import Any
 
 from processor.correlate.resolve import Memo, Resolver, SpanFacts
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution
-from processor.sessions.store import SessionLookup
 
 Principals = tuple[tuple[str, str], ...]
 _MISS: Any = object()

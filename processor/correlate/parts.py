@@ -12,7 +12,7 @@ from processor.correlate.outcome import Outcome, Rules
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage_tally import UsageTally
-from processor.sessions.traces import TraceIdentities
+from processor.identity.sessions.traces import TraceIdentities
 
 
 @dataclass(frozen=True, slots=True)

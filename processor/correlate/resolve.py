@@ -16,9 +16,9 @@ from typing import Literal
 
 from processor.correlate.claims import Claims
 from processor.correlate.lag import LagLearner, LagSummary
-from processor.directory import Directory
+from processor.identity.directory import Directory
+from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution, Session, User
-from processor.sessions.store import SessionLookup
 
 AmbiguityPolicy = Literal["skip", "nearest", "candidates"]
 # Spans of one batch and address that train the lag learner at most (evenly spread).

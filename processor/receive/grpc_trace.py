@@ -17,8 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure, Pipeline
 from processor.receive import rpc
+from processor.receive.auth import ReceiverAuth
 from processor.receive.budget import InflightBudget
-from processor.security import ReceiverAuth
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()

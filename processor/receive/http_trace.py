@@ -45,14 +45,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from processor.api.http import retry_after
 from processor.correlate.received import Received
 from processor.errors import InvalidInput, Problem
+from processor.identity.intake.http import retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
+from processor.receive.auth import ReceiverAuth
 from processor.receive.budget import InflightBudget
 from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
-from processor.security import ReceiverAuth
 
 __all__ = [
     "JSON",

@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
 from processor.errors import InvalidInput
-from processor.security import ReceiverAuth
+from processor.receive.auth import ReceiverAuth
 
 log = structlog.get_logger("processor.receive.rpc")
 

@@ -25,8 +25,8 @@ from processor.correlate.usage import (
     STATUS,
     Price,
 )
-from processor.report.spans import SpanRecord
-from processor.report.timerange import TimeRange
+from processor.tools.report.spans import SpanRecord
+from processor.tools.report.timerange import TimeRange
 from processor.usage_labels import UNKNOWN
 
 __all__ = ["TOTAL", "Coverage", "Filters", "Report", "UserRow", "aggregate", "user_label"]

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind
 
 from processor.config import Config, parse_config
 from processor.service import Service
-from processor.sink import TraceSink
+from processor.tools.sink import TraceSink
 
 OPENWEBUI_V4 = "172.18.0.5"  # the shared Open WebUI container, as AgentGateway sees it
 OPENWEBUI_V6 = "fd00::7"  # a second Open WebUI replica on an IPv6 network

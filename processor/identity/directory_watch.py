@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import structlog
 
-from processor.directory import Directory, load_directory
 from processor.errors import ConfigError
+from processor.identity.directory import Directory, load_directory
 
-log = structlog.get_logger("processor.directory")
+log = structlog.get_logger("processor.identity.directory")
 
 
 class DirectoryWatcher:

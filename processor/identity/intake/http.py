@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from processor.api.intake import SessionIntake, TokenAuth
-from processor.api.telemetry import Telemetry
-from processor.api.validate import parse_json_body
-from processor.api.webhooks import ROUTE as WEBHOOK_ROUTE
-from processor.api.webhooks import OpenWebUIWebhook
 from processor.errors import InvalidInput
+from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.telemetry import Telemetry
+from processor.identity.intake.validate import parse_json_body
+from processor.identity.intake.webhooks import ROUTE as WEBHOOK_ROUTE
+from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.metrics import Metrics
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Middleware
 
-    from processor.security import RateLimiter
+    from processor.receive.auth import RateLimiter
 
-log = structlog.get_logger("processor.api.http")
+log = structlog.get_logger("processor.identity.intake.http")
 
 # Routes the rate limiter guards (by route pattern, so a wrong webhook secret is
 # limited too), each with the label reported to ``on_limited``.

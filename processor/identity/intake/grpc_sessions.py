@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import grpc
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.api.intake import SessionIntake, TokenAuth
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
+from processor.identity.intake.push import SessionIntake, TokenAuth
 from processor.metrics import PUSH_REJECTIONS, Metrics
 from processor.receive import rpc
-from processor.security import ReceiverAuth
+from processor.receive.auth import ReceiverAuth
 
 SERVICE_NAME = "user_enricher.v1.SessionService"
 

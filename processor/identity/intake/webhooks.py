@@ -7,15 +7,22 @@ import hmac
 import structlog
 from aiohttp import web
 
-from processor.api.intake import SessionIntake
-from processor.api.openwebui import Close, Ignore, Store, event_name, interpret, parse_body
-from processor.correlate.address import normalize_ip
 from processor.errors import InvalidInput
+from processor.identity.address import normalize_ip
+from processor.identity.intake.openwebui import (
+    Close,
+    Ignore,
+    Store,
+    event_name,
+    interpret,
+    parse_body,
+)
+from processor.identity.intake.push import SessionIntake
 from processor.metrics import Metrics
 
 ROUTE = "/v1/webhooks/openwebui/{secret}"
 
-log = structlog.get_logger("processor.api.webhooks")
+log = structlog.get_logger("processor.identity.intake.webhooks")
 
 
 class OpenWebUIWebhook:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from processor.api.intake import TokenAuth
 from processor.config import RateLimitConfig, ReceiverAuthConfig, TlsConfig
+from processor.identity.intake.push import TokenAuth
 
 __all__ = [
     "MAX_CLIENTS",

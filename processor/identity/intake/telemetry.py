@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from processor.api.intake import TokenAuth
+from processor.identity.intake.push import TokenAuth
 from processor.metrics import Metrics
 
 

@@ -25,8 +25,8 @@ from yarl import URL
 from processor.config import PriceConfig
 from processor.correlate.identity import USER_EMAIL, USER_HASH, USER_ID, USER_TEAM
 from processor.correlate.usage import Price
-from processor.report.aggregate import Filters, aggregate
-from processor.report.jaeger import (
+from processor.tools.report.aggregate import Filters, aggregate
+from processor.tools.report.jaeger import (
     MIN_WINDOW_US,
     ApiMode,
     Fetched,
@@ -37,10 +37,10 @@ from processor.report.jaeger import (
     fetch_spans,
     shown_url,
 )
-from processor.report.options import DEFAULT_JAEGER_URL, JAEGER_URL_ENV
-from processor.report.progress import Progress
-from processor.report.render import Context, render
-from processor.report.timerange import RangeError, TimeRange, parse_duration, resolve_range
+from processor.tools.report.options import DEFAULT_JAEGER_URL, JAEGER_URL_ENV
+from processor.tools.report.progress import Progress
+from processor.tools.report.render import Context, render
+from processor.tools.report.timerange import RangeError, TimeRange, parse_duration, resolve_range
 
 __all__ = ["Options", "ReportError", "load_prices", "run_report", "server_filter"]
 

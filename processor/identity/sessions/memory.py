@@ -7,9 +7,9 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from itertools import count
 
+from processor.identity.sessions.events import EventIndex
+from processor.identity.sessions.store import NEVER, Match
 from processor.model import EVENT_KINDS, Session, User
-from processor.sessions.events import EventIndex
-from processor.sessions.store import NEVER, Match
 
 _NOBODY = Match((), NEVER)
 _CHANGES = count(1)  # one clock for every store: a stamp is never reused

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from processor.model import Session, SessionKind, User
 
-log = structlog.get_logger("processor.sessions.shared")
+log = structlog.get_logger("processor.identity.sessions.shared")
 
 OUTBOX_LIMIT = 100_000  # changes kept while Redis is away; the oldest go first
 SEEN_LIMIT = 500_000  # change ids remembered, so a reload does not apply one twice

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.api.validate import to_sessions
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
+from processor.identity.intake.validate import to_sessions
+from processor.identity.sessions.store import SessionStore
 from processor.metrics import Metrics
 from processor.model import Session
-from processor.sessions.store import SessionStore
 
 
 class TokenAuth:

@@ -22,8 +22,8 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from yarl import URL
 
-from processor.report.progress import Progress
-from processor.report.spans import (
+from processor.tools.report.progress import Progress
+from processor.tools.report.spans import (
     NotJSON,
     Page,
     ResponseError,
@@ -32,7 +32,7 @@ from processor.report.spans import (
     parse_legacy,
     parse_v3,
 )
-from processor.report.timerange import TimeRange, format_rfc3339
+from processor.tools.report.timerange import TimeRange, format_rfc3339
 
 __all__ = [
     "CONCURRENCY",

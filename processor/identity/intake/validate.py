@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from google.protobuf import json_format
 
-from processor.api.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.errors import InvalidInput, Problem
+from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.model import EVENT_KINDS, Session, SessionKind, User
 
 MAX_SESSIONS_PER_PUSH = 1000

@@ -1,6 +1,6 @@
 """Session store: where identity sources put "user U was at address A from T1 to T2"."""
 
-from processor.sessions.memory import MemorySessionStore
-from processor.sessions.store import SessionLookup, SessionStore
+from processor.identity.sessions.memory import MemorySessionStore
+from processor.identity.sessions.store import SessionLookup, SessionStore
 
 __all__ = ["MemorySessionStore", "SessionLookup", "SessionStore"]

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processor.report.aggregate import Report, UserRow
-from processor.report.timerange import TimeRange, from_us
+from processor.tools.report.aggregate import Report, UserRow
+from processor.tools.report.timerange import TimeRange, from_us
 
 __all__ = ["CSV_COLUMNS", "Context", "render", "render_csv", "render_json", "render_table"]
 

@@ -1,0 +1,1 @@
+"""Where identities come from: the session stores, the directory and the intake APIs."""

@@ -1,0 +1,1 @@
+"""Small tools beside the service: the usage report, the demo and a test sink."""
