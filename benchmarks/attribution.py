@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from processor.config import Config, parse_config
+from processor.app.config import Config, parse_config
 from processor.correlate.correlator import Outcome
 from processor.correlate.received import Received
 from processor.identity.sessions.memory import MemorySessionStore
@@ -368,7 +368,7 @@ def main() -> int:
 
 def _config(path: str | None) -> Config:
     if path:
-        from processor.config import load_config
+        from processor.app.config import load_config
 
         return load_config(path, env={"USER_ENRICHER_API_TOKEN": "benchmark-only"})
     return parse_config(

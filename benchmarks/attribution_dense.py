@@ -43,7 +43,7 @@ from benchmarks.attribution import (
     _pct,
     replay,
 )
-from processor.config import Config
+from processor.app.config import Config
 from processor.model import Session, SessionKind, User
 
 S = 1000 * MS

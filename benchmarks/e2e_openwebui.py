@@ -46,7 +46,7 @@ from benchmarks.e2e_webui_client import (
     openwebui_env,
     set_up,
 )
-from processor.config import parse_config
+from processor.app.config import parse_config
 from processor.correlate.lag import LagSummary
 from processor.model import Session
 from processor.service import Service

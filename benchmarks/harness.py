@@ -44,7 +44,7 @@ import aiohttp
 import yaml
 
 from benchmarks.workload import ADDRESSES
-from processor.config import parse_config
+from processor.app.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-api-token-0123456789"

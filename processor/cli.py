@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from processor import __version__
-from processor.config import Config, load_config
+from processor.app.config import Config, load_config
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
 from processor.tools.report.options import add_arguments as add_report_arguments

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Annotated, Literal
 
 import structlog
+from pydantic import BeforeValidator
+
+from processor.config.base import Frozen
+from processor.config.scalars import lower
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -14,6 +18,13 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class LoggingConfig(Frozen):
+    """Log level and output format (``auto`` = console on a TTY, JSON otherwise)."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(lower)] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
 
 
 def configure_logging(

@@ -29,7 +29,9 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2
 from redis import asyncio as aioredis
 
-from processor.config import Config, TlsConfig, split_endpoint
+from processor.app.config import Config
+from processor.config.scalars import split_endpoint
+from processor.config.tls import TlsConfig
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import structlog
 
-from processor.config import Config, parse_config
+from processor.app.config import Config, parse_config
 from processor.service import Service
 from processor.tools.sink import TraceSink
 

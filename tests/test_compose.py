@@ -13,14 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from processor.config import (
-    TOKEN_ENV_VAR,
-    WEBHOOK_SECRET_ENV_VAR,
-    load_config,
-    parse_config,
-    split_endpoint,
-)
+from processor.app.config import load_config, parse_config
+from processor.config.scalars import split_endpoint
 from processor.errors import ConfigError
+from processor.identity.intake.config import TOKEN_ENV_VAR, WEBHOOK_SECRET_ENV_VAR
 
 ROOT = Path(__file__).parent.parent
 COMPOSE_DIR = ROOT / "deploy" / "compose"

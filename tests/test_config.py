@@ -9,17 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from processor.config import (
-    DEFAULT_ADDRESS_ATTRIBUTES,
-    TOKEN_ENV_VAR,
-    Config,
-    load_config,
-    parse_config,
-    parse_duration,
-    parse_size,
-    split_endpoint,
-)
+from processor.app.config import Config, load_config, parse_config
+from processor.config.scalars import parse_duration, parse_size, split_endpoint
+from processor.correlate.address import DEFAULT_ADDRESS_KEYS as DEFAULT_ADDRESS_ATTRIBUTES
 from processor.errors import ConfigError
+from processor.identity.intake.config import TOKEN_ENV_VAR
 
 DATA = Path(__file__).parent / "testdata" / "config"
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "examples" / "config.yaml"

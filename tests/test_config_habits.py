@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processor.config import Config, load_config, parse_config
+from processor.app.config import Config, load_config, parse_config
 from processor.errors import ConfigError
 
 TOKEN = "a-real-token-0123456789"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from processor.config import split_endpoint
+from processor.config.scalars import split_endpoint
 from processor.metrics import Counter, Metrics
 
 ROOT = Path(__file__).parent.parent

@@ -15,14 +15,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from processor.config import (
-    REDIS_PASSWORD_ENV_VAR,
-    REDIS_URL_ENV_VAR,
-    TOKEN_ENV_VAR,
-    Config,
-    load_config,
-    split_endpoint,
-)
+from processor.app.config import Config, load_config
+from processor.config.scalars import split_endpoint
+from processor.identity.config import REDIS_PASSWORD_ENV_VAR, REDIS_URL_ENV_VAR
+from processor.identity.intake.config import TOKEN_ENV_VAR
 
 ROOT = Path(__file__).parent.parent
 DEPLOY_DIR = ROOT / "deploy"

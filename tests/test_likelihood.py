@@ -8,7 +8,7 @@ import pytest
 from correlation_kit import ANA, GW, MIKE, MS, Kit, S, attrs, gateway_span, request_of, sent
 from test_lag import CONFIGURED, busy_address
 
-from processor.config import parse_config
+from processor.app.config import parse_config
 from processor.correlate.claims import Claims
 from processor.correlate.identity import MARGIN, attribution_attributes
 from processor.correlate.lag import LagLearner

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from processor.config import Config, parse_config
+from processor.app.config import Config, parse_config
 from processor.correlate.received import Received
 from processor.errors import ConfigError
 from processor.export import RetryPolicy, RetrySender

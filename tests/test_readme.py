@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from processor.config import Config
+from processor.app.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

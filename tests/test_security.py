@@ -21,16 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from processor.config import (
-    RECEIVER_TOKEN_ENV_VAR,
-    TOKEN_ENV_VAR,
-    Config,
-    RateLimitConfig,
-    ReceiverAuthConfig,
-    TlsConfig,
-    parse_config,
-)
+from processor.app.config import Config, parse_config
+from processor.config.tls import TlsConfig
 from processor.errors import ConfigError
+from processor.identity.intake.config import TOKEN_ENV_VAR
 from processor.identity.intake.http import HttpApi, retry_after
 from processor.identity.intake.push import SessionIntake, TokenAuth
 from processor.identity.intake.webhooks import OpenWebUIWebhook
@@ -45,6 +39,7 @@ from processor.receive.auth import (
     rate_limiter,
     receiver_auth,
 )
+from processor.receive.config import RECEIVER_TOKEN_ENV_VAR, RateLimitConfig, ReceiverAuthConfig
 
 RECEIVER_TOKEN = "receiver-token-0123456789"
 API_TOKEN = "api-token-0123456789"

@@ -14,7 +14,7 @@ from correlation_kit import MIKE, MS, event, gateway_span, request_of
 from fault_kit import EXPORT
 from test_usage import llm_attrs
 
-from processor.config import parse_config
+from processor.app.config import parse_config
 from processor.correlate.identity import EmailHasher
 from processor.errors import ConfigError
 from processor.service import Service

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from processor.config import RateLimitConfig, ReceiverAuthConfig, TlsConfig
+from processor.config.tls import TlsConfig
 from processor.identity.intake.push import TokenAuth
+from processor.receive.config import RateLimitConfig, ReceiverAuthConfig
 
 __all__ = [
     "MAX_CLIENTS",

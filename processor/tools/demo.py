@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from processor.config import Config, parse_config
+from processor.app.config import Config, parse_config
 from processor.service import Service
 from processor.tools.sink import TraceSink
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 from yarl import URL
 
-from processor.config import PriceConfig
+from processor.correlate.config import PriceConfig
 from processor.correlate.identity import USER_EMAIL, USER_HASH, USER_ID, USER_TEAM
 from processor.correlate.usage import Price
 from processor.tools.report.aggregate import Filters, aggregate

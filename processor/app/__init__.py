@@ -1,0 +1,1 @@
+"""The composition root: the whole config, building the components, their lifecycle."""
