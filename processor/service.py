@@ -39,7 +39,7 @@ from processor.correlate.lag import LagLearner, Window
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
-from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetryPolicy, RetrySender
+from processor.export import GrpcExporterSettings, OtlpGrpcSender, RetrySender
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender
 from processor.export.queue import ExportQueue
 from processor.export.spool import Spool
@@ -108,7 +108,7 @@ class Service:
         self._push = self._build_push()
         self._sender = RetrySender(
             self._push,
-            RetryPolicy.from_config(config.exporter.retry),
+            config.exporter.retry,
             on_retry=self._on_retry,
         )
         self.traces = TraceIdentities(

@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from pydantic import ValidationError
 
 from processor.errors import ConfigError, DownstreamError
 from processor.export import (
@@ -42,11 +43,12 @@ from processor.export import (
     ExportFailed,
     GrpcExporterSettings,
     OtlpGrpcSender,
-    RetryPolicy,
+    RetryConfig,
     RetrySender,
     event_sleep,
 )
 from processor.export.classify import STATUS_DETAILS_KEY
+from processor.export.config import ExporterConfig
 
 _S = grpc.StatusCode
 
@@ -158,7 +160,7 @@ def _retry_info_trailers(seconds: int) -> tuple[tuple[str, bytes], ...]:
     return ((STATUS_DETAILS_KEY, bytes(status.SerializeToString())),)
 
 
-def _policy(**overrides: Any) -> RetryPolicy:
+def _policy(**overrides: Any) -> RetryConfig:
     """A jitter-free policy with small round numbers, overridable per test."""
     values: dict[str, Any] = {
         "initial_interval": 1.0,
@@ -167,7 +169,7 @@ def _policy(**overrides: Any) -> RetryPolicy:
         "max_elapsed": 100.0,
         "jitter": 0.0,
     }
-    return RetryPolicy(**(values | overrides))
+    return RetryConfig(**(values | overrides))
 
 
 def _free_port() -> int:
@@ -407,36 +409,14 @@ def test_settings_reject_unknown_compression() -> None:
         GrpcExporterSettings("127.0.0.1:4317", compression="zstd")
 
 
-@dataclass(frozen=True)
-class _ExporterConfig:
-    """Stand-in for processor.config.ExporterConfig."""
-
-    endpoint: str = "jaeger:4317"
-    insecure: bool = True
-    ca_file: str | None = None
-    headers: dict[str, str] = field(default_factory=lambda: {"a": "b"})
-    compression: str = "none"
-    timeout: float = 3.0
-
-
-@dataclass(frozen=True)
-class _RetryConfig:
-    """Stand-in for processor.config.RetryConfig."""
-
-    enabled: bool = False
-    initial_interval: float = 0.5
-    max_interval: float = 8.0
-    max_elapsed: float = 60.0
-    multiplier: float = 3.0
-    jitter: float = 0.1
-
-
 def test_from_config_copies_every_field() -> None:
-    """from_config maps config-shaped objects field by field."""
-    assert GrpcExporterSettings.from_config(_ExporterConfig()) == GrpcExporterSettings(
+    """from_config maps the exporter section field by field."""
+    exporter = ExporterConfig(
+        endpoint="jaeger:4317", insecure=True, headers={"a": "b"}, compression="none", timeout=3.0
+    )
+    assert GrpcExporterSettings.from_config(exporter) == GrpcExporterSettings(
         "jaeger:4317", insecure=True, headers={"a": "b"}, compression="none", timeout=3.0
     )
-    assert RetryPolicy.from_config(_RetryConfig()) == RetryPolicy(False, 0.5, 8.0, 60.0, 3.0, 0.1)
 
 
 # --------------------------------------------------------------------------- RetrySender + sink
@@ -602,15 +582,15 @@ async def test_event_sleep_returns_when_stopped() -> None:
     ids=["initial", "max-below-initial", "elapsed", "multiplier", "jitter"],
 )
 def test_policy_rejects_bad_parameters(overrides: dict[str, float]) -> None:
-    """RetryPolicy refuses parameters that make the backoff meaningless."""
-    with pytest.raises(ValueError, match="invalid retry policy"):
+    """The retry section refuses parameters that make the backoff meaningless."""
+    with pytest.raises(ValidationError):
         _policy(**overrides)
 
 
 async def test_hurry_ends_a_long_backoff() -> None:
     """During the shutdown drain, a batch in a 30 s backoff is retried at once."""
     from processor.errors import DownstreamError
-    from processor.export import RetryPolicy, RetrySender
+    from processor.export import RetryConfig, RetrySender
 
     class FlakyOnce:
         """Fails once with UNAVAILABLE, then succeeds."""
@@ -626,7 +606,7 @@ async def test_hurry_ends_a_long_backoff() -> None:
                 raise DownstreamError("down", code="UNAVAILABLE", retryable=True)
 
     inner = FlakyOnce()
-    policy = RetryPolicy(initial_interval=30, max_interval=30, max_elapsed=300, jitter=0)
+    policy = RetryConfig(initial_interval=30, max_interval=30, max_elapsed=300, jitter=0)
     sender = RetrySender(inner, policy)
     sending = asyncio.create_task(sender.send(b"x"))
     await inner.failed.wait()

@@ -45,7 +45,7 @@ from opentelemetry.trace import SpanKind
 from processor.app.config import Config, parse_config
 from processor.correlate.received import Received
 from processor.errors import ConfigError
-from processor.export import RetryPolicy, RetrySender
+from processor.export import RetryConfig, RetrySender
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
@@ -803,7 +803,7 @@ async def test_retry_link_waits_at_least_retry_after_then_delivers() -> None:
     async with sink_server() as (sink, endpoint):
         sink.script.append(Reply(503, headers={"Retry-After": "3"}))
         settings = HttpExporterSettings(endpoint=endpoint, insecure=True)
-        policy = RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0)
+        policy = RetryConfig(initial_interval=0.01, max_interval=0.05, jitter=0.0)
         async with started(OtlpHttpSender(settings)) as inner:
             await RetrySender(inner, policy, sleep=record).send(PAYLOAD)
         assert sink.payloads() == [PAYLOAD, PAYLOAD]

@@ -5,7 +5,7 @@ Collector ``exporterhelper``: :class:`RetrySender` wraps :class:`OtlpGrpcSender`
 implement :class:`Sender`. Typical wiring::
 
     grpc_sender = OtlpGrpcSender(GrpcExporterSettings.from_config(cfg.exporter))
-    sender = RetrySender(grpc_sender, RetryPolicy.from_config(cfg.exporter.retry))
+    sender = RetrySender(grpc_sender, cfg.exporter.retry)
     await grpc_sender.start()
     ...
     await sender.send(request_bytes)
@@ -25,13 +25,14 @@ from processor.export.classify import (
     classify,
     retry_delay_from_trailers,
 )
+from processor.export.config import ExporterConfig, QueueConfig, RetryConfig
 from processor.export.otlp_grpc import (
     EXPORT_METHOD,
     GrpcExporterSettings,
     OtlpGrpcSender,
     PartialSuccessHook,
 )
-from processor.export.retry import RetryHook, RetryPolicy, RetrySender, Sleep, event_sleep
+from processor.export.retry import RetryHook, RetrySender, Sleep, event_sleep
 
 
 class Sender(Protocol):
@@ -46,11 +47,13 @@ __all__ = [
     "EXPORT_METHOD",
     "SHUTDOWN_CODE",
     "ExportFailed",
+    "ExporterConfig",
     "GrpcExporterSettings",
     "OtlpGrpcSender",
     "PartialSuccessHook",
+    "QueueConfig",
+    "RetryConfig",
     "RetryHook",
-    "RetryPolicy",
     "RetrySender",
     "Sender",
     "Sleep",

@@ -43,7 +43,8 @@ class RetryConfig(Frozen):
     enabled: StrictBool = True
     initial_interval: PositiveDuration = 5.0
     max_interval: PositiveDuration = 30.0
-    max_elapsed: PositiveDuration = 300.0
+    # 0: no limit, the batch is retried until it is delivered (the Collector's meaning).
+    max_elapsed: NonNegativeDuration = 300.0
     multiplier: Annotated[FiniteFloat, Field(ge=1)] = 1.5
     jitter: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.5
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -27,6 +27,7 @@ from processor.export.classify import (
     classify,
     retry_delay_from_trailers,
 )
+from processor.export.config import ExporterConfig
 
 _log = structlog.get_logger(__name__)
 
@@ -39,23 +40,6 @@ _SEND_THREADS = 32  # blocking calls in flight at most (more than the queue's co
 # on_partial_success(rejected_spans, error_message): called when the server accepted
 # the request but rejected some spans (OTLP spec, "Partial Success").
 PartialSuccessHook = Callable[[int, str], None]
-
-
-class ExporterConfigLike(Protocol):
-    """Read-only view of ``processor.config.ExporterConfig`` (structural, to avoid the import)."""
-
-    @property
-    def endpoint(self) -> str: ...
-    @property
-    def insecure(self) -> bool: ...
-    @property
-    def ca_file(self) -> str | None: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def compression(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +60,8 @@ class GrpcExporterSettings:
             raise ValueError(f"compression must be one of {sorted(_COMPRESSION)}")
 
     @classmethod
-    def from_config(cls, cfg: ExporterConfigLike) -> GrpcExporterSettings:
-        """Build settings from an ``ExporterConfig``-shaped object."""
+    def from_config(cls, cfg: ExporterConfig) -> GrpcExporterSettings:
+        """The settings of the ``exporter`` config section."""
         return cls(
             endpoint=cfg.endpoint,
             insecure=cfg.insecure,

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Protocol
 
 import aiohttp
 import structlog
@@ -29,7 +28,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from processor.errors import ConfigError, Problem
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
-from processor.export.otlp_grpc import ExporterConfigLike, PartialSuccessHook
+from processor.export.config import ExporterConfig
+from processor.export.otlp_grpc import PartialSuccessHook
 
 __all__ = ["RETRYABLE_STATUSES", "HttpExporterSettings", "OtlpHttpSender", "parse_retry_after"]
 
@@ -44,13 +44,6 @@ _USER_AGENT = "otel-user-enricher"
 _MAX_RESPONSE_BYTES = 64 * 1024
 # Payloads larger than this are gzip-compressed in a worker thread.
 _OFFLOAD_BYTES = 256 * 1024
-
-
-class _HttpExporterConfigLike(ExporterConfigLike, Protocol):
-    """The gRPC exporter's config view plus the HTTP path."""
-
-    @property
-    def http_path(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +72,8 @@ class HttpExporterSettings:
         return f"{scheme}://{self.endpoint}{self.path}"
 
     @classmethod
-    def from_config(cls, cfg: _HttpExporterConfigLike) -> HttpExporterSettings:
-        """Build settings from an ``ExporterConfig``-shaped object."""
+    def from_config(cls, cfg: ExporterConfig) -> HttpExporterSettings:
+        """The settings of the ``exporter`` config section."""
         return cls(
             endpoint=cfg.endpoint,
             path=cfg.http_path,

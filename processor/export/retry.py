@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from processor.errors import DownstreamError
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
+from processor.export.config import RetryConfig
 
 if TYPE_CHECKING:  # runtime import would be circular: the package re-exports this module
     from processor.export import Sender
@@ -24,70 +24,6 @@ Sleep = Callable[[float, asyncio.Event], Awaitable[None]]
 
 # on_retry(attempt, delay_s, code): called each time a retry is scheduled.
 RetryHook = Callable[[int, float, str], None]
-
-
-class _RetryConfigLike(Protocol):
-    """Read-only view of ``processor.config.RetryConfig`` (structural, to avoid the import)."""
-
-    @property
-    def enabled(self) -> bool: ...
-    @property
-    def initial_interval(self) -> float: ...
-    @property
-    def max_interval(self) -> float: ...
-    @property
-    def max_elapsed(self) -> float: ...
-    @property
-    def multiplier(self) -> float: ...
-    @property
-    def jitter(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Backoff parameters in seconds; defaults are the Collector's ``retry_on_failure``.
-
-    ``max_elapsed`` of 0 means no limit (Collector semantics). ``jitter`` is the
-    randomization factor: each delay is drawn from ``interval * [1 - jitter, 1 + jitter]``
-    and then capped at ``max_interval``.
-    """
-
-    enabled: bool = True
-    initial_interval: float = 5.0
-    max_interval: float = 30.0
-    max_elapsed: float = 300.0
-    multiplier: float = 1.5
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        """Reject parameters that would make the backoff meaningless."""
-        problems = _policy_problems(self)
-        if problems:
-            raise ValueError("invalid retry policy: " + "; ".join(problems))
-
-    @classmethod
-    def from_config(cls, cfg: _RetryConfigLike) -> RetryPolicy:
-        """Build a policy from a ``RetryConfig``-shaped object."""
-        return cls(
-            enabled=cfg.enabled,
-            initial_interval=cfg.initial_interval,
-            max_interval=cfg.max_interval,
-            max_elapsed=cfg.max_elapsed,
-            multiplier=cfg.multiplier,
-            jitter=cfg.jitter,
-        )
-
-
-def _policy_problems(p: RetryPolicy) -> list[str]:
-    """List what is wrong with a policy's parameters."""
-    checks: Mapping[str, bool] = {
-        "initial_interval must be > 0": p.initial_interval > 0,
-        "max_interval must be >= initial_interval": p.max_interval >= p.initial_interval,
-        "max_elapsed must be >= 0": p.max_elapsed >= 0,
-        "multiplier must be >= 1": p.multiplier >= 1,
-        "jitter must be within [0, 1]": 0 <= p.jitter <= 1,
-    }
-    return [message for message, ok in checks.items() if not ok]
 
 
 async def event_sleep(delay: float, stop: asyncio.Event) -> None:
@@ -116,7 +52,7 @@ class RetrySender:
     def __init__(
         self,
         inner: Sender,
-        policy: RetryPolicy,
+        policy: RetryConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = event_sleep,
