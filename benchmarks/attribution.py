@@ -33,13 +33,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from processor.app.build import build_correlator
 from processor.app.config import Config, parse_config
 from processor.correlate.correlator import Outcome
 from processor.correlate.received import Received
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, SessionKind, User
-from processor.service import build_correlator
 
 MS = 1_000_000
 S = 1000 * MS

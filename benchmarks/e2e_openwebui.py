@@ -47,9 +47,9 @@ from benchmarks.e2e_webui_client import (
     set_up,
 )
 from processor.app.config import parse_config
+from processor.app.service import Service
 from processor.correlate.lag import LagSummary
 from processor.model import Session
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 DRAIN_TIMEOUT_S = 30.0  # bounded wait for the gateway spans at the sink

@@ -138,7 +138,7 @@ def _exit_past_busy_workers() -> None:
 
 
 async def _run(config: Config) -> None:
-    from processor.service import Service
+    from processor.app.service import Service
 
     service = Service(config)
     stop = asyncio.Event()

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from processor.app.config import Config, parse_config
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.sink import TraceSink
 
 TOKEN = "test-token-0123456789"

@@ -10,7 +10,7 @@ import grpc
 from conftest import service_config
 from fault_kit import EXPORT, batch
 
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.sink import TraceSink
 
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ import pytest
 from conftest import service_config, wait_until
 from fault_kit import batch
 
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.sink import TraceSink
 
 SLOW = 1000

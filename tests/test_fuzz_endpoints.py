@@ -28,11 +28,11 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from processor.app.service import Service
 from processor.correlate.identity import WRITTEN_KEYS
 from processor.errors import InvalidInput
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.receive.otlp_json import decode_json
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 SEED = 20261206

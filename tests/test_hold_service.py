@@ -10,8 +10,8 @@ from conftest import Clock, push_sessions, service_config
 from correlation_kit import GW, MIKE, MS, S, attrs, event, gateway_span, request_of, who
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from processor.app.service import Service
 from processor.correlate.hold import HeldGroup
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -249,8 +249,8 @@ def test_spans_train_the_learner_through_the_resolver() -> None:
 
 def test_learned_lags_are_exposed_per_address() -> None:
     """/metrics shows the learned median and 99th percentile per address and event kind."""
+    from processor.app.gauges import lag_quantiles as _lag_quantiles
     from processor.metrics import Metrics
-    from processor.service import _lag_quantiles
 
     learner = trained()
     now = T0 + 200 * S

@@ -16,8 +16,8 @@ from conftest import TOKEN, Clock
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from processor.app.service import Service
 from processor.model import Session
-from processor.service import Service
 
 FILTER_PATH = Path(__file__).resolve().parent.parent / "deploy/openwebui/user_enricher_filter.py"
 OPENWEBUI_IP = "172.18.0.5"

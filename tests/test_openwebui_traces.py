@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.demo import GatewayCall, gateway_attributes
 from processor.tools.sink import TraceSink
 

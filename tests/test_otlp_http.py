@@ -50,7 +50,7 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
-from processor.receive.auth import ReceiverAuth
+from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
 from processor.receive.http_trace import (
     MAX_GZIP_MEMBERS,
@@ -119,7 +119,7 @@ class Receiver:
 @asynccontextmanager
 async def serve(
     *,
-    auth: ReceiverAuth | None = None,
+    auth: BearerToken | None = None,
     max_message_bytes: int = 64 * MiB,
     offload_bytes: int = 256 * 1024,
     make_runner: Callable[[HttpTraceReceiver], web.AppRunner] = build_runner,
@@ -258,7 +258,7 @@ async def test_sdk_exporter_delivers_to_the_receiver(
 
 async def test_sdk_exporter_needs_the_receiver_token() -> None:
     """With receiver.auth the SDK exporter is refused without the token and served with it."""
-    async with serve(auth=ReceiverAuth(TOKEN)) as running:
+    async with serve(auth=BearerToken(TOKEN)) as running:
         spans = sdk_spans()
         anonymous = OTLPSpanExporter(endpoint=running.url, timeout=10)
         assert await sdk_export(anonymous, spans) is SpanExportResult.FAILURE
@@ -503,7 +503,7 @@ async def test_backpressure_is_429_with_retry_after(receiver: Receiver, content_
 )
 async def test_receiver_token_is_required_when_configured(authorization: str | None) -> None:
     """Without the right bearer token the answer is 401 with WWW-Authenticate, before decoding."""
-    async with serve(auth=ReceiverAuth(TOKEN)) as running:
+    async with serve(auth=BearerToken(TOKEN)) as running:
         headers = {"Content-Type": PROTOBUF}
         if authorization is not None:
             headers["Authorization"] = authorization

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
+from processor.app.service import Service
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.service import Service
 from processor.tools.demo import GatewayCall, gateway_attributes
 from processor.tools.sink import TraceSink
 

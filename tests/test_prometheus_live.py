@@ -34,8 +34,8 @@ from correlation_kit import gateway_span, kv, request_of
 from fault_kit import EXPORT, batch
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from processor.app.service import Service
 from processor.metrics import ENRICHED as KNOWN_ENRICHED
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 ROOT = Path(__file__).parent.parent

@@ -15,7 +15,7 @@ from correlation_kit import ANA, GW, MIKE, MS, gateway_span, request_of, webui_s
 from fault_kit import EXPORT
 from redis_kit import RedisServer
 
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.sink import TraceSink
 
 

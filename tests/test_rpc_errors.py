@@ -8,9 +8,9 @@ import grpc
 import pytest
 from conftest import TOKEN, free_port
 
+from processor.app.service import Service
 from processor.errors import InvalidInput, Problem
 from processor.receive import rpc
-from processor.service import Service
 
 GARBAGE = (b"\xff\xff\xff", b"\x0a\x05abc", b"\x08")
 # Every method the service's gRPC port serves, and whether it streams.

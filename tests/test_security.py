@@ -26,14 +26,14 @@ from processor.config.tls import TlsConfig
 from processor.errors import ConfigError
 from processor.identity.intake.config import TOKEN_ENV_VAR
 from processor.identity.intake.http import HttpApi, retry_after
-from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.push import SessionIntake
 from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.metrics import Metrics
 from processor.receive.auth import (
+    BearerToken,
     Metadata,
     RateLimiter,
-    ReceiverAuth,
     grpc_server_credentials,
     http_ssl_context,
     rate_limiter,
@@ -206,7 +206,7 @@ def test_retry_after_is_whole_seconds_rounded_up(delay: float, header: str) -> N
     assert retry_after(delay) == header
 
 
-# --------------------------------------------------------------------------- ReceiverAuth
+# --------------------------------------------------------------------------- BearerToken
 
 
 @pytest.mark.parametrize(
@@ -243,12 +243,12 @@ def test_retry_after_is_whole_seconds_rounded_up(delay: float, header: str) -> N
 )
 def test_receiver_auth_table(metadata: Metadata | None, allowed: bool) -> None:
     """Only a single ``authorization: Bearer <token>`` entry with the exact token is allowed."""
-    assert ReceiverAuth(RECEIVER_TOKEN).allows(metadata) is allowed
+    assert BearerToken(RECEIVER_TOKEN).allows_metadata(metadata) is allowed
 
 
 def test_receiver_auth_never_shows_the_token() -> None:
     """The token appears in neither repr nor str of the check."""
-    auth = ReceiverAuth(RECEIVER_TOKEN)
+    auth = BearerToken(RECEIVER_TOKEN)
     assert RECEIVER_TOKEN not in repr(auth)
     assert RECEIVER_TOKEN not in str(auth)
 
@@ -258,12 +258,16 @@ def test_receiver_auth_is_built_only_with_a_token() -> None:
     assert receiver_auth(ReceiverAuthConfig()) is None
     auth = receiver_auth(ReceiverAuthConfig(token=SecretStr(RECEIVER_TOKEN)))
     assert auth is not None
-    assert auth.allows((("authorization", f"Bearer {RECEIVER_TOKEN}"),))
+    assert auth.allows_metadata((("authorization", f"Bearer {RECEIVER_TOKEN}"),))
 
 
 async def _probe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     """A test RPC answering whether the caller presented the receiver token."""
-    return b"yes" if ReceiverAuth(RECEIVER_TOKEN).allows(context.invocation_metadata()) else b"no"
+    return (
+        b"yes"
+        if BearerToken(RECEIVER_TOKEN).allows_metadata(context.invocation_metadata())
+        else b"no"
+    )
 
 
 @asynccontextmanager
@@ -656,7 +660,7 @@ def build_api(limited: list[str], limiter: RateLimiter | None) -> HttpApi:
     )
     return HttpApi(
         intake=intake,
-        auth=TokenAuth(API_TOKEN),
+        auth=BearerToken(API_TOKEN),
         metrics=metrics,
         max_body_bytes=4096,
         ready=lambda: True,

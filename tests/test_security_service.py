@@ -13,8 +13,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from processor.app.service import Service
 from processor.correlate.identity import EmailHasher
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 RECEIVER_TOKEN = "receiver-token-0123456789"

@@ -18,9 +18,9 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from processor.app.service import Service
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
 from processor.model import User
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 S = 1_000_000_000

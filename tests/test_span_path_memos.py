@@ -16,14 +16,14 @@ from processor.correlate import usage_tally
 from processor.correlate.columns import ColumnReader
 from processor.correlate.received import Received
 from processor.correlate.usage import USAGE_KEYS, Price, UsageKey, UsageReader, add_usage
+from processor.correlate.usage_labels import UserLabels
 from processor.correlate.usage_tally import UsageTally
 from processor.export.queue import Batch
 from processor.identity.directory import parse_directory
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.metrics import Metrics
 from processor.model import Session, User
-from processor.pipeline import Pipeline
-from processor.usage_labels import UserLabels
+from processor.pipeline import Ledger, Pipeline, Recorder
 
 HOUR = 3600 * S
 
@@ -161,15 +161,17 @@ def _exposition(columns: bool) -> dict[str, float]:
     kit.add(Session(GW, MIKE, T0 - HOUR, T0 + HOUR))
     kit.add(Session("10.0.0.2", ANA, T0 - HOUR, T0 + HOUR))
     metrics = Metrics()
+    recorder = Recorder(
+        metrics, policy="skip", labels=UserLabels(100), usage_totals=kit.correlator.usage_totals
+    )
     pipeline = Pipeline(
         kit.correlator,
-        metrics,
+        _Queue(),  # type: ignore[arg-type]
+        Ledger(metrics),
+        recorder,
         clock_ns=lambda: T0,
-        policy="skip",
         retry_after_s=1.0,
-        user_labels=UserLabels(100),
     )
-    pipeline.attach(_Queue())  # type: ignore[arg-type]
     for i in range(6):
         src = f"{GW}:4000" if i % 2 else "10.0.0.2:4000"
         extra = [kv("gen_ai.provider.name", "openai"), kv("gen_ai.usage.input_tokens", 10 * i)]

@@ -9,8 +9,8 @@ from fault_kit import EXPORT
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from processor.app.service import Service
 from processor.correlate.received import Received
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 

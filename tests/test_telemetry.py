@@ -15,9 +15,9 @@ from fault_kit import EXPORT
 from test_usage import llm_attrs
 
 from processor.app.config import parse_config
+from processor.app.service import Service
 from processor.correlate.identity import EmailHasher
 from processor.errors import ConfigError
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 METRICS_TOKEN = "scrape-token-0123456789"

@@ -9,12 +9,12 @@ from correlation_kit import ANA, MIKE, MS, event, gateway_span, kv, request_of
 from fault_kit import EXPORT
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from processor.app.service import Service
 from processor.correlate.identity import EmailHasher
 from processor.correlate.usage import Price, Usage, UsageReader
+from processor.correlate.usage_labels import OTHER, UNKNOWN, UserLabels
 from processor.model import User
-from processor.service import Service
 from processor.tools.sink import TraceSink
-from processor.usage_labels import OTHER, UNKNOWN, UserLabels
 
 
 def llm_attrs(**overrides: str | int) -> list[KeyValue]:

@@ -11,7 +11,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from processor.errors import InvalidInput
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.identity.intake.push import TokenAuth
 from processor.identity.intake.validate import (
     MAX_ROLES,
     MAX_SESSIONS_PER_PUSH,
@@ -21,6 +20,7 @@ from processor.identity.intake.validate import (
     to_sessions,
 )
 from processor.model import Session, User
+from processor.receive.auth import BearerToken
 
 NOW_NS = 1_795_000_000_000_000_000
 DEFAULT_TTL_S = 1800.0
@@ -404,7 +404,7 @@ def test_single_bad_session_rejects_the_whole_batch() -> None:
 )
 def test_token_auth(header: str | None, allowed: bool) -> None:
     """The scheme is case-insensitive; the token must match exactly; odd bytes never raise."""
-    assert TokenAuth("s3cret-token").allows(header) is allowed
+    assert BearerToken("s3cret-token").allows(header) is allowed
 
 
 @pytest.mark.parametrize(

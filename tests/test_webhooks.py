@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from conftest import Clock, service_config
 
+from processor.app.service import Service
 from processor.identity.intake.openwebui import Close, Ignore, Store, interpret
 from processor.model import Session, User
-from processor.service import Service
 from processor.tools.sink import TraceSink
 
 SECRET = "wh-secret-0123456789abcdef"

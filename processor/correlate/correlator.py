@@ -150,6 +150,10 @@ class Correlator:
             self._holding = []
             self._forced = []
 
+    def use_directory(self, directory: Directory) -> None:
+        """A reloaded directory: spans from now on are looked up in it."""
+        self.directory = directory
+
     def usage_totals(self) -> dict[UsageKey, list[float]]:
         """LLM usage of the spans that left since the last call, per (user, provider,
         model): [calls, tokens in, tokens out, cost, errors]. Read at each metrics

@@ -6,6 +6,7 @@ clock it was not given.
 
 from __future__ import annotations
 
+import hmac
 import ssl
 import time
 from collections import OrderedDict
@@ -16,14 +17,13 @@ from pathlib import Path
 import grpc
 
 from processor.config.tls import TlsConfig
-from processor.identity.intake.push import TokenAuth
 from processor.receive.config import RateLimitConfig, ReceiverAuthConfig
 
 __all__ = [
     "MAX_CLIENTS",
+    "BearerToken",
     "Metadata",
     "RateLimiter",
-    "ReceiverAuth",
     "grpc_server_credentials",
     "http_ssl_context",
     "rate_limiter",
@@ -76,20 +76,33 @@ def http_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 # --------------------------------------------------------------------------- receiver token
 
 
-class ReceiverAuth:
-    """Checks the ``authorization: Bearer <token>`` metadata of a gRPC call (OTLP Export,
-    and the session API's PushSessions) or the headers of an OTLP/HTTP request."""
+class BearerToken:
+    """The one bearer-token check of every listener: ``Authorization: Bearer <token>``
+    on the session API, the webhooks' telemetry and OTLP/HTTP, ``authorization``
+    metadata on gRPC. The token is compared in constant time and never shown."""
 
-    __slots__ = ("_token",)
+    __slots__ = ("_expected",)
 
-    def __init__(self, token: str | TokenAuth) -> None:
-        self._token = token if isinstance(token, TokenAuth) else TokenAuth(token)
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
 
     def __repr__(self) -> str:
-        return "ReceiverAuth(<redacted>)"
+        return "BearerToken(<redacted>)"
 
-    def allows(self, metadata: Metadata | None) -> bool:
-        """True when ``metadata`` holds exactly one authorization entry with the token."""
+    def allows(self, authorization: str | None) -> bool:
+        """True when one ``Authorization`` value carries the configured bearer token."""
+        scheme, _, presented = (authorization or "").strip().partition(" ")
+        # RFC 7235 section 2.1: the scheme name is case-insensitive.
+        if scheme.lower() != "bearer":
+            return False
+        # Header values may hold undecodable bytes (aiohttp keeps them as
+        # surrogates); encode them back rather than fail.
+        candidate = presented.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(candidate, self._expected)
+
+    def allows_metadata(self, metadata: Metadata | None) -> bool:
+        """True when ``metadata`` (gRPC metadata or HTTP header pairs) holds exactly one
+        authorization entry, and it carries the token."""
         values = [value for key, value in metadata or () if key.lower() == "authorization"]
         # Two entries are never sent by a well-behaved exporter; refuse rather than
         # guess which one a proxy in front of us would have honoured.
@@ -98,14 +111,14 @@ class ReceiverAuth:
         value = values[0]
         if isinstance(value, bytes):
             value = value.decode("utf-8", "surrogateescape")
-        return self._token.allows(value)
+        return self.allows(value)
 
 
-def receiver_auth(config: ReceiverAuthConfig) -> ReceiverAuth | None:
+def receiver_auth(config: ReceiverAuthConfig) -> BearerToken | None:
     """The check ``receiver.auth`` asks for, or None when no token is configured."""
     if config.token is None:
         return None
-    return ReceiverAuth(config.token.get_secret_value())
+    return BearerToken(config.token.get_secret_value())
 
 
 # --------------------------------------------------------------------------- rate limiting

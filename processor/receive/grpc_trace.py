@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure, Pipeline
 from processor.receive import rpc
-from processor.receive.auth import ReceiverAuth
+from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -50,7 +50,7 @@ class TraceReceiver:
         pipeline: Pipeline,
         metrics: Metrics,
         *,
-        auth: ReceiverAuth | None = None,
+        auth: BearerToken | None = None,
         budget: InflightBudget | None = None,
     ) -> None:
         self._pipeline = pipeline

@@ -50,7 +50,7 @@ from processor.errors import InvalidInput, Problem
 from processor.identity.intake.http import retry_after
 from processor.metrics import Metrics
 from processor.pipeline import Backpressure
-from processor.receive.auth import ReceiverAuth
+from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
 from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
 
@@ -127,7 +127,7 @@ class HttpTraceReceiver:
         metrics: Metrics,
         *,
         max_message_bytes: int,
-        auth: ReceiverAuth | None = None,
+        auth: BearerToken | None = None,
         offload_bytes: int = OFFLOAD_BYTES,
         budget: InflightBudget | None = None,
     ) -> None:
@@ -174,7 +174,7 @@ class HttpTraceReceiver:
 
     def _check(self, request: web.Request, encoding: Encoding | None) -> None:
         """The checks that need no body: token, content type and coding, declared length."""
-        if self._auth is not None and not self._auth.allows(list(request.headers.items())):
+        if self._auth is not None and not self._auth.allows_metadata(list(request.headers.items())):
             raise _Rejected(
                 401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
             )

@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
 from processor.errors import InvalidInput
-from processor.receive.auth import ReceiverAuth
+from processor.receive.auth import BearerToken
 
 log = structlog.get_logger("processor.receive.rpc")
 
@@ -70,7 +70,7 @@ def unary(
     *,
     what: str,
     serialize: Callable[[Resp], bytes] | None,
-    auth: ReceiverAuth | None = None,
+    auth: BearerToken | None = None,
     reject: Reject | None = None,
 ) -> grpc.RpcMethodHandler:
     """A unary-unary method taking raw bytes, with the mapping above.
@@ -127,11 +127,11 @@ async def _outcome(
     decode: Callable[[bytes], Req],
     handle: Callable[[Req, Context], Awaitable[Resp]],
     what: str,
-    auth: ReceiverAuth | None,
+    auth: BearerToken | None,
     reject: Reject | None,
 ) -> Resp | _Refusal:
     """The handler's response, or the refusal the call ends with (see the module)."""
-    if auth is not None and not auth.allows(context.invocation_metadata()):
+    if auth is not None and not auth.allows_metadata(context.invocation_metadata()):
         return _refused(reject, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
     try:
         return await handle(decode(raw), context)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from processor.app.config import Config, parse_config
-from processor.service import Service
+from processor.app.service import Service
 from processor.tools.sink import TraceSink
 
 OPENWEBUI_V4 = "172.18.0.5"  # the shared Open WebUI container, as AgentGateway sees it

@@ -10,10 +10,10 @@ from __future__ import annotations
 import grpc
 
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.push import SessionIntake
 from processor.metrics import PUSH_REJECTIONS, Metrics
 from processor.receive import rpc
-from processor.receive.auth import ReceiverAuth
+from processor.receive.auth import BearerToken
 
 SERVICE_NAME = "user_enricher.v1.SessionService"
 
@@ -21,11 +21,9 @@ SERVICE_NAME = "user_enricher.v1.SessionService"
 class SessionServicer:
     """Serves PushSessions; the bearer token travels as ``authorization`` metadata."""
 
-    def __init__(self, intake: SessionIntake, auth: TokenAuth, metrics: Metrics) -> None:
+    def __init__(self, intake: SessionIntake, auth: BearerToken, metrics: Metrics) -> None:
         self._intake = intake
-        # Exactly one authorization entry, as on the OTLP receiver: with two, which
-        # one a proxy in front of us honoured cannot be known.
-        self._auth = ReceiverAuth(auth)
+        self._auth = auth  # checked on the metadata: exactly one authorization entry
         self._metrics = metrics
 
     def handler(self) -> grpc.GenericRpcHandler:

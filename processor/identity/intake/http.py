@@ -10,12 +10,13 @@ import structlog
 from aiohttp import web
 
 from processor.errors import InvalidInput
-from processor.identity.intake.push import SessionIntake, TokenAuth
+from processor.identity.intake.push import SessionIntake
 from processor.identity.intake.telemetry import Telemetry
 from processor.identity.intake.validate import parse_json_body
 from processor.identity.intake.webhooks import ROUTE as WEBHOOK_ROUTE
 from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.metrics import Metrics
+from processor.receive.auth import BearerToken
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Middleware
@@ -60,12 +61,12 @@ class HttpApi:
         self,
         *,
         intake: SessionIntake | None,
-        auth: TokenAuth | None,
+        auth: BearerToken | None,
         metrics: Metrics,
         max_body_bytes: int,
         ready: Callable[[], bool],
         identity_ready: Callable[[], bool] | None = None,
-        metrics_auth: TokenAuth | None = None,
+        metrics_auth: BearerToken | None = None,
         serve_metrics: bool = True,
         webhook: OpenWebUIWebhook | None = None,
         rate_limiter: RateLimiter | None = None,

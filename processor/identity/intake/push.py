@@ -1,8 +1,7 @@
-"""Session intake: authentication and storage shared by every session front end."""
+"""Session intake: validation and storage shared by every session front end."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Sequence
 
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
@@ -10,29 +9,6 @@ from processor.identity.intake.validate import to_sessions
 from processor.identity.sessions.store import SessionStore
 from processor.metrics import Metrics
 from processor.model import Session
-
-
-class TokenAuth:
-    """Checks ``Authorization: Bearer <token>`` values, the token in constant time."""
-
-    __slots__ = ("_expected",)
-
-    def __init__(self, token: str) -> None:
-        self._expected = token.encode()
-
-    def __repr__(self) -> str:
-        return "TokenAuth(<redacted>)"
-
-    def allows(self, authorization: str | None) -> bool:
-        """True when ``authorization`` carries the configured bearer token."""
-        scheme, _, presented = (authorization or "").strip().partition(" ")
-        # RFC 7235 section 2.1: the scheme name is case-insensitive.
-        if scheme.lower() != "bearer":
-            return False
-        # Header values may hold undecodable bytes (aiohttp keeps them as
-        # surrogates); encode them back rather than fail.
-        candidate = presented.strip().encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(candidate, self._expected)
 
 
 class SessionIntake:

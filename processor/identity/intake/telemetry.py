@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from processor.identity.intake.push import TokenAuth
 from processor.metrics import Metrics
+from processor.receive.auth import BearerToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class Telemetry:
     metrics: Metrics
     ready: Callable[[], bool]
     identity_ready: Callable[[], bool]
-    metrics_auth: TokenAuth | None = None
+    metrics_auth: BearerToken | None = None
 
     def add_health(self, app: web.Application) -> None:
         """Mount the three probes on ``app``."""

@@ -25,9 +25,9 @@ from processor.correlate.usage import (
     STATUS,
     Price,
 )
+from processor.correlate.usage_labels import UNKNOWN
 from processor.tools.report.spans import SpanRecord
 from processor.tools.report.timerange import TimeRange
-from processor.usage_labels import UNKNOWN
 
 __all__ = ["TOTAL", "Coverage", "Filters", "Report", "UserRow", "aggregate", "user_label"]
 

@@ -1,4 +1,4 @@
-"""Glue between the pure correlator, the spool and the export queue.
+"""Admission: the glue between the pure correlator, the spool and the export queue.
 
 A request is accepted (and its sender answered) once it is in the queue and,
 with a spool, on disk. Its spans then leave in one or more batches: the ones not
@@ -16,12 +16,12 @@ from google.protobuf.message import DecodeError
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
 from processor.correlate.received import Received
-from processor.errors import DownstreamError, EnricherError
+from processor.errors import EnricherError
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
-from processor.metrics import Metrics
 from processor.model import Session, User
-from processor.usage_labels import UserLabels
+from processor.pipeline.ledger import Ledger
+from processor.pipeline.record import Recorder
 
 log = structlog.get_logger("processor.pipeline")
 
@@ -40,42 +40,26 @@ class Pipeline:
     def __init__(
         self,
         correlator: Correlator,
-        metrics: Metrics,
+        queue: ExportQueue,
+        ledger: Ledger,
+        recorder: Recorder,
         *,
         clock_ns: Callable[[], int],
-        policy: str,
         retry_after_s: float,
         spool: Spool | None = None,
         on_learned: Callable[[bytes, User], None] | None = None,
-        user_labels: UserLabels | None = None,
     ) -> None:
         self.correlator = correlator
-        self._metrics = metrics
+        self.queue = queue
+        self._ledger = ledger
+        self._recorder = recorder
         self._clock_ns = clock_ns
-        self._policy = policy
         self._retry_after_s = retry_after_s
         self._spool = spool
         self._reserved_batches = 0  # admitted, still being written to the spool
         self._reserved_bytes = 0
         self._on_learned = on_learned
-        self._user_labels = user_labels
-        metrics.spans_ambiguous.declare([(policy,)])
-        if user_labels is not None:
-            metrics.before_read(self._flush_usage)
-        self._queue: ExportQueue | None = None
-        # Spool tag -> units of that request not yet delivered (1 for the part
-        # sent at once, 1 per held span).
-        self._outstanding: dict[int, int] = {}
-
-    def attach(self, queue: ExportQueue) -> None:
-        """Connect the export queue (built after this object, since it calls back here)."""
-        self._queue = queue
-
-    @property
-    def queue(self) -> ExportQueue:
-        """The export queue."""
-        assert self._queue is not None, "attach() the export queue first"
-        return self._queue
+        self._metrics = recorder.metrics
 
     def admit(self, raw: bytes) -> Received:
         """Read an Export request's bytes; raises ``DecodeError`` when they are not one
@@ -179,12 +163,7 @@ class Pipeline:
             self._metrics.enrich_failures.inc(spans)
             outcome = Outcome(spans=spans, released=failed.released)
             outcome.current = Payload(received.raw, spans, _one(tag))
-        units = (1 if outcome.current is not None else 0) + outcome.held
-        if self._spool is not None:
-            if units:
-                self._outstanding[tag] = units
-            else:
-                self._spool.remove(tag)
+        self._ledger.expect(tag, (1 if outcome.current is not None else 0) + outcome.held)
         self._dispatch(outcome)
 
     def _dispatch(self, outcome: Outcome) -> None:
@@ -194,7 +173,7 @@ class Pipeline:
         for payload in outcome.released:
             self._enqueue(payload)
         try:
-            self._record(outcome)
+            self._recorder.outcome(outcome)
             if self._on_learned is not None:
                 for trace_id, user in outcome.learned:
                     self._on_learned(trace_id, user)
@@ -203,97 +182,6 @@ class Pipeline:
 
     def _enqueue(self, payload: Payload) -> None:
         self.queue.put(Batch(payload.data, payload.spans, payload.tags))
-
-    def delivered(self, batch: Batch) -> None:
-        """Queue callback: the downstream acknowledged ``batch``."""
-        self._metrics.spans_exported.inc(batch.spans)
-        self._settle(batch)
-
-    def dropped(self, batch: Batch, exc: DownstreamError) -> None:
-        """Queue callback: the downstream refused ``batch`` for good."""
-        self._metrics.export_failures.add((exc.code,))
-        self._metrics.spans_dropped.add((exc.code,), batch.spans)
-        log.error(
-            "export_dropped",
-            spans=batch.spans,
-            code=exc.code,
-            error=str(exc),
-            hint="the downstream refused this batch permanently; it is not retried",
-        )
-        self._settle(batch)
-
-    def requeued(self, batch: Batch) -> None:
-        """Queue callback: retries ran out; the batch went back to the end of the queue."""
-        self._metrics.export_requeued.inc()
-
-    def _settle(self, batch: Batch) -> None:
-        if self._spool is not None:
-            for tag, n in batch.tags.items():
-                left = self._outstanding.get(tag, 0) - n
-                if left > 0:
-                    self._outstanding[tag] = left
-                else:
-                    self._outstanding.pop(tag, None)
-                    try:
-                        self._spool.remove(tag)
-                    except OSError as exc:
-                        log.error("spool_remove_failed", tag=tag, error=str(exc))
-
-    def _record(self, o: Outcome) -> None:
-        m = self._metrics
-        if o.spans:
-            m.spans_received.inc(o.spans)
-        for (method, confidence), count in o.attributed.items():
-            if confidence == "ambiguous":
-                m.spans_ambiguous.add((self._policy,), count)
-            if not (confidence == "ambiguous" and self._policy != "nearest"):
-                m.spans_enriched.add((method, confidence), count)
-        for counter, value in (
-            (m.spans_unmatched, o.unattributed),
-            (m.spans_no_address, o.no_address),
-            (m.spans_held, o.held),
-            (m.enrich_failures, o.failed),
-        ):
-            if value:
-                counter.inc(value)
-        for reason, count in (
-            ("early", o.released_early),
-            ("deadline", o.released_deadline),
-            ("forced", o.forced_out),
-        ):
-            if count:
-                m.spans_released.add((reason,), count)
-        if o.usage and self._user_labels is not None:
-            self._record_usage(o)
-
-    def _flush_usage(self) -> None:
-        """Fold the usage the correlator summed since the last read into the metrics."""
-        totals = self.correlator.usage_totals()
-        if totals:
-            self._record_usage(Outcome(usage=totals))
-
-    def _record_usage(self, o: Outcome) -> None:
-        """Per-user LLM usage: one label lookup per (user, provider, model) of the batch."""
-        assert self._user_labels is not None
-        m = self._metrics
-        for (user, provider, model), (
-            calls,
-            tokens_in,
-            tokens_out,
-            cost,
-            errors,
-        ) in o.usage.items():
-            who, team = self._user_labels(user)
-            labels = (who, team, provider, model)
-            m.llm_requests.add(labels, calls)
-            if tokens_in:
-                m.llm_tokens.add((*labels, "input"), tokens_in)
-            if tokens_out:
-                m.llm_tokens.add((*labels, "output"), tokens_out)
-            if cost:
-                m.llm_cost.add(labels, cost)
-            if errors:
-                m.llm_errors.add(labels, errors)
 
 
 def _one(tag: int) -> Counter[int]:
