@@ -43,3 +43,11 @@ class DownstreamError(EnricherError):
         self.code = code
         self.retryable = retryable
         super().__init__(message)
+
+
+class Backpressure(EnricherError):
+    """The queue (or spool, or in-flight budget) is full: retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float, reason: str = "export queue") -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{reason} full; retry in {retry_after_s:g}s")

@@ -152,7 +152,7 @@ async def test_the_in_flight_budget_refuses_before_reading(sink: TraceSink) -> N
 def test_a_request_alone_may_exceed_the_budget_others_wait() -> None:
     """One request larger than the budget passes when nothing else is in flight (the
     message limit stays the only limit on one request); a second one is refused."""
-    from processor.pipeline import Backpressure
+    from processor.errors import Backpressure
     from processor.receive.budget import InflightBudget
 
     budget = InflightBudget(100, retry_after_s=2.0)

@@ -44,12 +44,11 @@ from opentelemetry.trace import SpanKind
 
 from processor.app.config import Config, parse_config
 from processor.correlate.received import Received
-from processor.errors import ConfigError
+from processor.errors import Backpressure, ConfigError
 from processor.export import RetryConfig, RetrySender
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
-from processor.pipeline import Backpressure
 from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
 from processor.receive.http_trace import (
@@ -973,7 +972,7 @@ def test_up_to_the_member_cap_is_read_and_one_more_is_refused() -> None:
     assert inflate(member * MAX_GZIP_MEMBERS) == b"x" * MAX_GZIP_MEMBERS
     with pytest.raises(_Rejected) as caught:
         inflate(member * (MAX_GZIP_MEMBERS + 1))
-    assert caught.value.status == 400 and "gzip members" in caught.value.message
+    assert caught.value.status.http == 400 and "gzip members" in caught.value.message
 
 
 def test_a_body_of_many_empty_members_is_refused_at_the_cap() -> None:
@@ -996,14 +995,14 @@ def test_broken_gzip_is_a_client_error(body: bytes, fragment: str) -> None:
     """Truncated or trailing-garbage bodies are refused with 400."""
     with pytest.raises(_Rejected) as caught:
         inflate(body)
-    assert caught.value.status == 400 and fragment in caught.value.message
+    assert caught.value.status.http == 400 and fragment in caught.value.message
 
 
 def test_the_output_limit_holds_across_members() -> None:
     """The decompressed size is counted over every member together."""
     with pytest.raises(_Rejected) as caught:
         inflate(gzip.compress(b"a" * 600) * 2, limit=1000)
-    assert caught.value.status == 413
+    assert caught.value.status.http == 413
 
 
 def test_a_small_body_that_inflates_far_leaves_the_event_loop() -> None:
@@ -1017,7 +1016,7 @@ def test_a_small_body_that_inflates_far_leaves_the_event_loop() -> None:
         _decode(body, "protobuf", "gzip", 64 << 20, inline=1 << 20)
     with pytest.raises(_Rejected) as caught:  # in the worker: the limit, as before
         _decode(body, "protobuf", "gzip", 64 << 20)
-    assert caught.value.status == 413
+    assert caught.value.status.http == 413
     small = gzip.compress(b"x" * 1000)
     assert _decode(small, "protobuf", "gzip", 64 << 20, inline=1 << 20) == b"x" * 1000
 

@@ -25,7 +25,7 @@ from processor.app.config import Config, parse_config
 from processor.config.tls import TlsConfig
 from processor.errors import ConfigError
 from processor.identity.intake.config import TOKEN_ENV_VAR
-from processor.identity.intake.http import HttpApi, retry_after
+from processor.identity.intake.http import HttpApi
 from processor.identity.intake.push import SessionIntake
 from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.identity.sessions.memory import MemorySessionStore
@@ -40,6 +40,7 @@ from processor.receive.auth import (
     receiver_auth,
 )
 from processor.receive.config import RECEIVER_TOKEN_ENV_VAR, RateLimitConfig, ReceiverAuthConfig
+from processor.status import retry_after
 
 RECEIVER_TOKEN = "receiver-token-0123456789"
 API_TOKEN = "api-token-0123456789"

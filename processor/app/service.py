@@ -37,7 +37,6 @@ from processor.identity.directory_watch import DirectoryWatcher
 from processor.identity.intake.grpc_sessions import SessionServicer
 from processor.identity.intake.http import HttpApi
 from processor.identity.intake.push import SessionIntake
-from processor.identity.intake.telemetry import Telemetry, telemetry_app
 from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.shared import safe_url
@@ -50,6 +49,7 @@ from processor.receive.grpc_trace import TraceReceiver
 from processor.receive.guard import ConnectionGuard
 from processor.receive.http_trace import HttpTraceReceiver, build_runner
 from processor.receive.rpc import health_handler
+from processor.receive.telemetry import Telemetry, telemetry_app
 
 log = structlog.get_logger("processor.service")
 

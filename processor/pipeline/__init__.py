@@ -1,6 +1,7 @@
 """From accepted request to export queue: admission, delivery bookkeeping, metrics."""
 
-from processor.pipeline.admission import Backpressure, Pipeline
+from processor.errors import Backpressure
+from processor.pipeline.admission import Pipeline
 from processor.pipeline.ledger import Ledger
 from processor.pipeline.record import Recorder
 

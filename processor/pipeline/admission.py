@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
 from processor.correlate.received import Received
-from processor.errors import EnricherError
+from processor.errors import Backpressure
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
 from processor.model import Session, User
@@ -24,14 +24,6 @@ from processor.pipeline.ledger import Ledger
 from processor.pipeline.record import Recorder
 
 log = structlog.get_logger("processor.pipeline")
-
-
-class Backpressure(EnricherError):
-    """The queue (or spool) is full: the sender should retry after ``retry_after_s``."""
-
-    def __init__(self, retry_after_s: float, reason: str = "export queue") -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"{reason} full; retry in {retry_after_s:g}s")
 
 
 class Pipeline:

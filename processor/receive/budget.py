@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from processor.pipeline import Backpressure
+from processor.errors import Backpressure
 
 
 class InflightBudget:

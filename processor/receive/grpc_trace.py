@@ -14,8 +14,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from processor import status
+from processor.errors import Backpressure
 from processor.metrics import Metrics
-from processor.pipeline import Backpressure, Pipeline
+from processor.pipeline import Pipeline
 from processor.receive import rpc
 from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
@@ -82,7 +84,7 @@ class TraceReceiver:
         except Backpressure as exc:
             self._outcome("backpressure")
             trailers = retry_trailers(exc.retry_after_s, str(exc))
-            raise rpc.Refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), trailers) from None
+            raise rpc.Refuse(status.of(exc).grpc, str(exc), trailers) from None
         self._outcome("ok" if spans else "empty")
         return _EMPTY_RESPONSE
 

@@ -28,6 +28,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_runner import BaseSite
 
+from processor import status
+
 log = structlog.get_logger("processor.receive.guard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,7 +71,9 @@ class ConnectionGuard:
         except TimeoutError:
             self.timed_out += 1
             return web.Response(
-                status=408, text="request not received and handled in time\n", headers=_CLOSE
+                status=status.TIMEOUT.http,
+                text="request not received and handled in time\n",
+                headers=_CLOSE,
             )
         finally:
             if transport is not None and not transport.is_closing():

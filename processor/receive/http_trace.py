@@ -37,7 +37,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
-    code_pb2,
     error_details_pb2,
     status_pb2,
 )
@@ -45,14 +44,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from processor import status
 from processor.correlate.received import Received
-from processor.errors import InvalidInput, Problem
-from processor.identity.intake.http import retry_after
+from processor.errors import Backpressure, InvalidInput, Problem
 from processor.metrics import Metrics
-from processor.pipeline import Backpressure
 from processor.receive.auth import BearerToken
 from processor.receive.budget import InflightBudget
 from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
+from processor.status import Status
 
 __all__ = [
     "JSON",
@@ -100,19 +99,17 @@ class TracePipeline(Protocol):
 
 
 class _Rejected(Exception):
-    """A request refused before it reached the pipeline: HTTP status, rpc code, message."""
+    """A request refused before it reached the pipeline: its status and message."""
 
     def __init__(
         self,
-        status: int,
-        code: int,
+        status: Status,
         message: str,
         outcome: str,
         problems: tuple[Problem, ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
         self.message = message
         self.outcome = outcome
         self.problems = problems
@@ -167,7 +164,7 @@ class HttpTraceReceiver:
         except Exception:
             self._outcome("error")
             log.exception("otlp_http_failed", path=request.path)
-            failure = _Rejected(500, code_pb2.INTERNAL, "internal error", "error")
+            failure = _Rejected(status.INTERNAL, "internal error", "error")
             return _status_response(failure, encoding or "json")
         self._outcome("ok" if spans else "empty")
         return _ok_response(encoding)
@@ -176,20 +173,18 @@ class HttpTraceReceiver:
         """The checks that need no body: token, content type and coding, declared length."""
         if self._auth is not None and not self._auth.allows_metadata(list(request.headers.items())):
             raise _Rejected(
-                401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
+                status.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
             )
         if encoding is None:
             raise _Rejected(
-                415,
-                code_pb2.INVALID_ARGUMENT,
+                status.UNSUPPORTED,
                 f"unsupported Content-Type {request.content_type!r}; use {PROTOBUF} or {JSON}",
                 "unsupported",
             )
         coding = _coding_of(request)
         if coding not in _IDENTITY and coding not in _CODINGS:
             raise _Rejected(
-                415,
-                code_pb2.INVALID_ARGUMENT,
+                status.UNSUPPORTED,
                 f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none",
                 "unsupported",
             )
@@ -206,9 +201,7 @@ class HttpTraceReceiver:
             raise _too_large(limit) from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
             # The sender went away mid-body, or sent a malformed one: not our failure.
-            raise _Rejected(
-                400, code_pb2.INVALID_ARGUMENT, f"incomplete request body: {exc}", "invalid"
-            ) from None
+            raise _Rejected(status.INVALID, f"incomplete request body: {exc}", "invalid") from None
 
     async def _decode(self, body: bytes, encoding: Encoding, coding: str) -> bytes:
         """Decompress (and decode JSON), in a worker thread when the work is large.
@@ -232,8 +225,7 @@ class HttpTraceReceiver:
             return self._pipeline.admit(raw)
         except DecodeError as exc:
             raise _Rejected(
-                400,
-                code_pb2.INVALID_ARGUMENT,
+                status.INVALID,
                 f"payload is not an ExportTraceServiceRequest: {exc}",
                 "invalid",
             ) from None
@@ -313,8 +305,7 @@ def _decode(
             message = decode_json(body)
         except InvalidInput as exc:
             raise _Rejected(
-                400,
-                code_pb2.INVALID_ARGUMENT,
+                status.INVALID,
                 f"invalid OTLP/JSON ExportTraceServiceRequest: {exc}",
                 "invalid",
                 tuple(exc.problems),
@@ -369,16 +360,13 @@ def _decompress(
 
 
 def _corrupt(coding: str, detail: str) -> _Rejected:
-    return _Rejected(
-        400, code_pb2.INVALID_ARGUMENT, f"cannot decompress {coding} body: {detail}", "invalid"
-    )
+    return _Rejected(status.INVALID, f"cannot decompress {coding} body: {detail}", "invalid")
 
 
 def _too_large(limit: int, *, decompressed: bool = False) -> _Rejected:
     what = "decompressed body" if decompressed else "body"
     return _Rejected(
-        413,
-        code_pb2.RESOURCE_EXHAUSTED,
+        status.TOO_LARGE,
         f"{what} larger than receiver.max_message_bytes ({limit} bytes)",
         "too_large",
     )
@@ -395,25 +383,26 @@ def _ok_response(encoding: Encoding) -> web.Response:
 
 
 def _status_response(rejected: _Rejected, encoding: Encoding) -> web.Response:
-    status = status_pb2.Status(code=rejected.code, message=rejected.message)
+    body = status_pb2.Status(code=rejected.status.code, message=rejected.message)
     if rejected.problems:
         bad = error_details_pb2.BadRequest()
         for problem in rejected.problems:
             bad.field_violations.add(field=problem.path, description=problem.message)
-        status.details.add().Pack(bad)
-    response = _encoded(status, rejected.status, encoding)
-    if rejected.status == 401:
+        body.details.add().Pack(bad)
+    response = _encoded(body, rejected.status.http, encoding)
+    if rejected.status == status.UNAUTHENTICATED:
         response.headers["WWW-Authenticate"] = 'Bearer realm="user-enricher"'
     return response
 
 
 def _backpressure_response(exc: Backpressure, encoding: Encoding) -> web.Response:
-    seconds = retry_after(exc.retry_after_s)
+    seconds = status.retry_after(exc.retry_after_s)
     delay = Duration()
     delay.FromSeconds(int(seconds))
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
-    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    response = _encoded(status, 429, encoding)
+    answer = status.of(exc)
+    body = status_pb2.Status(code=answer.code, message=str(exc))
+    body.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    response = _encoded(body, answer.http, encoding)
     response.headers["Retry-After"] = seconds
     return response
 

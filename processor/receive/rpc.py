@@ -29,6 +29,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
+from processor import status
 from processor.errors import InvalidInput
 from processor.receive.auth import BearerToken
 
@@ -132,21 +133,20 @@ async def _outcome(
 ) -> Resp | _Refusal:
     """The handler's response, or the refusal the call ends with (see the module)."""
     if auth is not None and not auth.allows_metadata(context.invocation_metadata()):
-        return _refused(reject, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
+        return _refused(reject, "unauthenticated", status.UNAUTHENTICATED.grpc, _NO_TOKEN)
     try:
         return await handle(decode(raw), context)
     except Refuse as exc:
         return _Refusal(exc.code, exc.details, exc.trailers)
     except InvalidInput as exc:
-        return _refused(reject, "invalid", grpc.StatusCode.INVALID_ARGUMENT, invalid_details(exc))
+        return _refused(reject, "invalid", status.of(exc).grpc, invalid_details(exc))
     except DecodeError as exc:
-        details = f"payload is not {what}: {exc}"
-        return _refused(reject, "invalid", grpc.StatusCode.INVALID_ARGUMENT, details)
+        return _refused(reject, "invalid", status.of(exc).grpc, f"payload is not {what}: {exc}")
     except grpc.aio.AbortError:
         raise  # the handler set its own status
     except Exception as exc:
         log.error("rpc_failed", rpc=what, error=type(exc).__name__)
-        return _refused(reject, "error", grpc.StatusCode.INTERNAL, "internal error")
+        return _refused(reject, "error", status.INTERNAL.grpc, "internal error")
 
 
 def _refused(reject: Reject | None, reason: str, code: grpc.StatusCode, details: str) -> _Refusal:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
+from processor import status
 from processor.errors import InvalidInput
 from processor.identity.intake.push import SessionIntake
-from processor.identity.intake.telemetry import Telemetry
 from processor.identity.intake.validate import parse_json_body
 from processor.identity.intake.webhooks import ROUTE as WEBHOOK_ROUTE
 from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.metrics import Metrics
 from processor.receive.auth import BearerToken
+from processor.receive.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Middleware
@@ -37,19 +37,13 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 def invalid_input_response(exc: InvalidInput) -> web.Response:
     """400 with every problem listed, each naming its field."""
     problems = [{"path": p.path, "message": p.message} for p in exc.problems]
-    return _error(400, str(exc), problems=problems)
-
-
-def retry_after(delay_s: float) -> str:
-    """A ``Retry-After`` value: whole seconds (RFC 9110 section 10.2.3), rounded up, >= 1."""
-    # Rounding down would send a client that honours the header straight back into a 429.
-    return str(max(1, math.ceil(delay_s)))
+    return _error(status.of(exc).http, str(exc), problems=problems)
 
 
 def too_many_requests(delay_s: float) -> web.Response:
     """429 with a JSON body and the ``Retry-After`` header."""
-    seconds = retry_after(delay_s)
-    response = _error(429, f"too many requests; retry after {seconds}s")
+    seconds = status.retry_after(delay_s)
+    response = _error(status.RETRY_LATER.http, f"too many requests; retry after {seconds}s")
     response.headers["Retry-After"] = seconds
     return response
 
@@ -101,12 +95,12 @@ class HttpApi:
             return response
         except web.HTTPRequestEntityTooLarge:
             self._reject("too_large")
-            return _error(413, f"body larger than {self._max_body} bytes")
+            return _error(status.TOO_LARGE.http, f"body larger than {self._max_body} bytes")
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason)
         except Exception:
             log.exception("http_handler_failed", path=request.path)
-            return _error(500, "internal error")
+            return _error(status.INTERNAL.http, "internal error")
 
     @web.middleware
     async def _rate_limit_middleware(
@@ -128,12 +122,12 @@ class HttpApi:
         assert self._intake is not None and self._auth is not None
         if not self._auth.allows(request.headers.get("Authorization")):
             self._reject("unauthenticated")
-            response = _error(401, "missing or invalid bearer token")
+            response = _error(status.UNAUTHENTICATED.http, "missing or invalid bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="user-enricher"'
             return response
         if request.content_type != "application/json":
             self._reject("content_type")
-            return _error(415, "expected Content-Type: application/json")
+            return _error(status.UNSUPPORTED.http, "expected Content-Type: application/json")
         body = await request.read()
         try:
             accepted = self._intake.push(parse_json_body(body), via="http")

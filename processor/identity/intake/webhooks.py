@@ -7,6 +7,7 @@ import hmac
 import structlog
 from aiohttp import web
 
+from processor import status
 from processor.errors import InvalidInput
 from processor.identity.address import normalize_ip
 from processor.identity.intake.openwebui import (
@@ -53,18 +54,20 @@ class OpenWebUIWebhook:
         if request.content_type != "application/json":
             self._count("none", "content_type")
             return web.json_response(
-                {"error": "expected Content-Type: application/json"}, status=415
+                {"error": "expected Content-Type: application/json"}, status=status.UNSUPPORTED.http
             )
         body = await request.read()
         try:
             data = parse_body(body)
         except InvalidInput as exc:
             self._count("none", "invalid")
-            return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"error": str(exc)}, status=status.INVALID.http)
         source_ip = self._source_ip or normalize_ip(request.remote or "")
         if source_ip is None:
             self._count(event_name(data), "no_address")
-            return web.json_response({"error": "cannot tell the sender's address"}, status=400)
+            return web.json_response(
+                {"error": "cannot tell the sender's address"}, status=status.INVALID.http
+            )
         action = interpret(
             data,
             source_ip=source_ip,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from processor import status
 from processor.metrics import Metrics
 from processor.receive.auth import BearerToken
 
@@ -43,7 +44,7 @@ class Telemetry:
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.ready():
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "not ready"}, status=status.NOT_READY.http)
 
     async def _readyz_identity(self, _: web.Request) -> web.Response:
         """Whether identity is current: 503 while the shared session store is unreachable.
@@ -53,12 +54,16 @@ class Telemetry:
         """
         if self.identity_ready():
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "session store unreachable"}, status=503)
+        return web.json_response(
+            {"status": "session store unreachable"}, status=status.NOT_READY.http
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         auth = self.metrics_auth
         if auth is not None and not auth.allows(request.headers.get("Authorization")):
-            response = web.json_response({"error": "missing or invalid bearer token"}, status=401)
+            response = web.json_response(
+                {"error": "missing or invalid bearer token"}, status=status.UNAUTHENTICATED.http
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="user-enricher-metrics"'
             return response
         return web.Response(
