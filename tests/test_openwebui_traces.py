@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from processor.app.service import Service
-from processor.tools.demo import GatewayCall, gateway_attributes
+from processor.tools.demo_scenario import GatewayCall, gateway_attributes
 from processor.tools.sink import TraceSink
 
 CALL = GatewayCall(0, "172.18.0.5:40312", "openai", "gpt-4o", 10, 20)

@@ -50,15 +50,9 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender, parse_retry_after
 from processor.metrics import Metrics
 from processor.receive.auth import BearerToken
+from processor.receive.body import MAX_GZIP_MEMBERS, Rejected, decompress
 from processor.receive.budget import InflightBudget
-from processor.receive.http_trace import (
-    MAX_GZIP_MEMBERS,
-    HttpTraceReceiver,
-    _decompress,
-    _Rejected,
-    build_app,
-    build_runner,
-)
+from processor.receive.http_trace import HttpTraceReceiver, build_app, build_runner
 
 TOKEN = "receiver-token-0123456789"
 TRACE_HEX = "5b8efff798038103d269b633813fc60c"
@@ -955,7 +949,7 @@ def test_both_receivers_may_use_port_zero() -> None:
 
 def inflate(body: bytes, limit: int = 64 * 1024 * 1024) -> bytes:
     """The receiver's gzip inflater on ``body``."""
-    return _decompress(body, 31, "gzip", limit)
+    return decompress(body, 31, "gzip", limit)
 
 
 def test_members_spanning_chunk_boundaries_inflate_to_their_concatenation() -> None:
@@ -970,14 +964,14 @@ def test_up_to_the_member_cap_is_read_and_one_more_is_refused() -> None:
     """MAX_GZIP_MEMBERS members are fine; one more is a client error, not work."""
     member = gzip.compress(b"x")
     assert inflate(member * MAX_GZIP_MEMBERS) == b"x" * MAX_GZIP_MEMBERS
-    with pytest.raises(_Rejected) as caught:
+    with pytest.raises(Rejected) as caught:
         inflate(member * (MAX_GZIP_MEMBERS + 1))
     assert caught.value.status.http == 400 and "gzip members" in caught.value.message
 
 
 def test_a_body_of_many_empty_members_is_refused_at_the_cap() -> None:
     """200,000 empty members (4 MB, once 30 s of a core) stop at the member cap."""
-    with pytest.raises(_Rejected) as caught:
+    with pytest.raises(Rejected) as caught:
         inflate(gzip.compress(b"") * 200_000)
     assert "more than" in caught.value.message
 
@@ -993,14 +987,14 @@ def test_a_body_of_many_empty_members_is_refused_at_the_cap() -> None:
 )
 def test_broken_gzip_is_a_client_error(body: bytes, fragment: str) -> None:
     """Truncated or trailing-garbage bodies are refused with 400."""
-    with pytest.raises(_Rejected) as caught:
+    with pytest.raises(Rejected) as caught:
         inflate(body)
     assert caught.value.status.http == 400 and fragment in caught.value.message
 
 
 def test_the_output_limit_holds_across_members() -> None:
     """The decompressed size is counted over every member together."""
-    with pytest.raises(_Rejected) as caught:
+    with pytest.raises(Rejected) as caught:
         inflate(gzip.compress(b"a" * 600) * 2, limit=1000)
     assert caught.value.status.http == 413
 
@@ -1009,16 +1003,16 @@ def test_a_small_body_that_inflates_far_leaves_the_event_loop() -> None:
     """80 KB of gzip'd zeros inflate to 80 MiB: inline, the inflater stops at its small
     output cap (the receiver then continues in a worker thread) instead of working
     through 64 MiB on the event loop."""
-    from processor.receive.http_trace import _Bigger, _decode
+    from processor.receive.body import Bigger, decode_body
 
     body = gzip.compress(b"\0" * (80 << 20), compresslevel=9)
-    with pytest.raises(_Bigger):
-        _decode(body, "protobuf", "gzip", 64 << 20, inline=1 << 20)
-    with pytest.raises(_Rejected) as caught:  # in the worker: the limit, as before
-        _decode(body, "protobuf", "gzip", 64 << 20)
+    with pytest.raises(Bigger):
+        decode_body(body, "protobuf", "gzip", 64 << 20, inline=1 << 20)
+    with pytest.raises(Rejected) as caught:  # in the worker: the limit, as before
+        decode_body(body, "protobuf", "gzip", 64 << 20)
     assert caught.value.status.http == 413
     small = gzip.compress(b"x" * 1000)
-    assert _decode(small, "protobuf", "gzip", 64 << 20, inline=1 << 20) == b"x" * 1000
+    assert decode_body(small, "protobuf", "gzip", 64 << 20, inline=1 << 20) == b"x" * 1000
 
 
 PROTOBUF_TYPE = {"Content-Type": PROTOBUF}

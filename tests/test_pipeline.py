@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from processor.app.service import Service
 from processor.identity.intake.gen.user_enricher.v1 import sessions_pb2 as pb
-from processor.tools.demo import GatewayCall, gateway_attributes
+from processor.tools.demo_scenario import GatewayCall, gateway_attributes
 from processor.tools.sink import TraceSink
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

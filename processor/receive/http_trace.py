@@ -26,10 +26,7 @@ on corrupt gzip and bound only the decompressed size): serve the app with
 from __future__ import annotations
 
 import asyncio
-import os
-import zlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -46,12 +43,21 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from processor import status
 from processor.correlate.received import Received
-from processor.errors import Backpressure, InvalidInput, Problem
+from processor.errors import Backpressure
 from processor.metrics import Metrics
 from processor.receive.auth import BearerToken
+from processor.receive.body import (
+    CODINGS,
+    DECODERS,
+    IDENTITY,
+    Bigger,
+    Encoding,
+    Rejected,
+    decode_body,
+    too_large,
+)
 from processor.receive.budget import InflightBudget
-from processor.receive.otlp_json import decode_json, encode_json_response, encode_json_status
-from processor.status import Status
+from processor.receive.otlp_json import encode_json_response, encode_json_status
 
 __all__ = [
     "JSON",
@@ -69,21 +75,11 @@ ROUTE = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
-# Content codings accepted, mapped to zlib's wbits (gzip framing, zlib framing).
-_CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
-_IDENTITY = frozenset({"", "identity"})
-# Input fed to zlib at a time, and the most gzip members one body may hold.
-_INFLATE_CHUNK = 16 * 1024
-# Output produced per zlib call at most (the copy into the body holds the GIL).
-_INFLATE_STEP = 1024 * 1024
-MAX_GZIP_MEMBERS = 1024
 # Bodies larger than this are decompressed and decoded in a worker thread so a
 # big request does not stall the event loop (and every other connection).
 OFFLOAD_BYTES = 256 * 1024
 # In-flight bytes a body without Content-Length holds while it is being read.
 UNKNOWN_LENGTH_RESERVE = 1024 * 1024
-
-Encoding = Literal["protobuf", "json"]
 
 
 class TracePipeline(Protocol):
@@ -96,23 +92,6 @@ class TracePipeline(Protocol):
     async def accept(self, received: Received) -> int:
         """Take the request; returns its span count, raises Backpressure when full."""
         ...
-
-
-class _Rejected(Exception):
-    """A request refused before it reached the pipeline: its status and message."""
-
-    def __init__(
-        self,
-        status: Status,
-        message: str,
-        outcome: str,
-        problems: tuple[Problem, ...] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.outcome = outcome
-        self.problems = problems
 
 
 class HttpTraceReceiver:
@@ -155,7 +134,7 @@ class HttpTraceReceiver:
                     held.grow(len(raw))
                 del body
                 spans = await self._pipeline.accept(self._admit(raw))
-        except _Rejected as exc:
+        except Rejected as exc:
             self._outcome(exc.outcome)
             return _status_response(exc, encoding or "json")
         except Backpressure as exc:
@@ -164,7 +143,7 @@ class HttpTraceReceiver:
         except Exception:
             self._outcome("error")
             log.exception("otlp_http_failed", path=request.path)
-            failure = _Rejected(status.INTERNAL, "internal error", "error")
+            failure = Rejected(status.INTERNAL, "internal error", "error")
             return _status_response(failure, encoding or "json")
         self._outcome("ok" if spans else "empty")
         return _ok_response(encoding)
@@ -172,25 +151,25 @@ class HttpTraceReceiver:
     def _check(self, request: web.Request, encoding: Encoding | None) -> None:
         """The checks that need no body: token, content type and coding, declared length."""
         if self._auth is not None and not self._auth.allows_metadata(list(request.headers.items())):
-            raise _Rejected(
+            raise Rejected(
                 status.UNAUTHENTICATED, "missing or invalid bearer token", "unauthenticated"
             )
         if encoding is None:
-            raise _Rejected(
+            raise Rejected(
                 status.UNSUPPORTED,
                 f"unsupported Content-Type {request.content_type!r}; use {PROTOBUF} or {JSON}",
                 "unsupported",
             )
         coding = _coding_of(request)
-        if coding not in _IDENTITY and coding not in _CODINGS:
-            raise _Rejected(
+        if coding not in IDENTITY and coding not in CODINGS:
+            raise Rejected(
                 status.UNSUPPORTED,
                 f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none",
                 "unsupported",
             )
         length = request.content_length
         if length is not None and length > self.max_message_bytes:
-            raise _too_large(self.max_message_bytes)
+            raise too_large(self.max_message_bytes)
 
     async def _read(self, request: web.Request) -> bytes:
         """The (still encoded) body."""
@@ -198,10 +177,10 @@ class HttpTraceReceiver:
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise _too_large(limit) from None
+            raise too_large(limit) from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
             # The sender went away mid-body, or sent a malformed one: not our failure.
-            raise _Rejected(status.INVALID, f"incomplete request body: {exc}", "invalid") from None
+            raise Rejected(status.INVALID, f"incomplete request body: {exc}", "invalid") from None
 
     async def _decode(self, body: bytes, encoding: Encoding, coding: str) -> bytes:
         """Decompress (and decode JSON), in a worker thread when the work is large.
@@ -214,17 +193,19 @@ class HttpTraceReceiver:
         limit = self.max_message_bytes
         if len(body) <= self._offload_bytes:
             try:
-                return _decode(body, encoding, coding, limit, inline=4 * self._offload_bytes)
-            except _Bigger:
+                return decode_body(body, encoding, coding, limit, inline=4 * self._offload_bytes)
+            except Bigger:
                 pass
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_DECODERS, _decode, body, encoding, coding, limit, None)
+        return await loop.run_in_executor(
+            DECODERS, decode_body, body, encoding, coding, limit, None
+        )
 
     def _admit(self, raw: bytes) -> Received:
         try:
             return self._pipeline.admit(raw)
         except DecodeError as exc:
-            raise _Rejected(
+            raise Rejected(
                 status.INVALID,
                 f"payload is not an ExportTraceServiceRequest: {exc}",
                 "invalid",
@@ -280,98 +261,6 @@ def _coding_of(request: web.Request) -> str:
     return request.headers.get("Content-Encoding", "").strip().lower()
 
 
-# Large decodes run here: one core is left to the event loop, so that a flood of
-# bodies that take long to inflate slows those senders, not everyone else.
-_DECODERS = ThreadPoolExecutor(
-    max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="otlp-http-decode"
-)
-
-
-class _Bigger(Exception):
-    """The work outgrew what is done on the event loop: do it in a worker thread."""
-
-
-def _decode(
-    body: bytes, encoding: Encoding, coding: str, limit: int, inline: int | None = None
-) -> bytes:
-    """The protobuf bytes to hand to the pipeline; with ``inline``, raises _Bigger
-    once the decompressed body passes that many bytes (see ``_decode`` above)."""
-    if coding in _CODINGS:
-        body = _decompress(body, _CODINGS[coding], coding, limit, inline)
-    if encoding == "json" and inline is not None and len(body) > inline:
-        raise _Bigger
-    if encoding == "json":
-        try:
-            message = decode_json(body)
-        except InvalidInput as exc:
-            raise _Rejected(
-                status.INVALID,
-                f"invalid OTLP/JSON ExportTraceServiceRequest: {exc}",
-                "invalid",
-                tuple(exc.problems),
-            ) from None
-        return bytes(message.SerializeToString())
-    return body
-
-
-def _decompress(
-    body: bytes, wbits: int, coding: str, limit: int, inline: int | None = None
-) -> bytes:
-    """Inflate ``body`` (one or more gzip members), refusing more than ``limit`` bytes.
-
-    Linear in the body: the input is fed in chunks, so what zlib copies at the end
-    of each member (its ``unused_data``) is at most one chunk, not the rest of the
-    body (which made many tiny members cost quadratic time). At most
-    ``MAX_GZIP_MEMBERS`` members are read; real exporters send one.
-    """
-    out = bytearray()
-    view = memoryview(body)
-    pos = 0
-    pending = b""  # input left after the end of the previous member
-    chunk: bytes | memoryview
-    for _ in range(MAX_GZIP_MEMBERS):
-        inflater = zlib.decompressobj(wbits)
-        while not inflater.eof:
-            if pending:
-                chunk, pending = pending, b""
-            elif pos < len(view):
-                chunk = view[pos : pos + _INFLATE_CHUNK]
-                pos += len(chunk)
-            else:
-                raise _corrupt(coding, "truncated stream")
-            while chunk:  # at most _INFLATE_STEP out per call: the GIL is held for short
-                try:
-                    out += inflater.decompress(chunk, min(_INFLATE_STEP, limit + 1 - len(out)))
-                except zlib.error as exc:
-                    raise _corrupt(coding, str(exc)) from None
-                if len(out) > limit:
-                    raise _too_large(limit, decompressed=True)
-                if inline is not None and len(out) > inline:
-                    raise _Bigger
-                chunk = inflater.unconsumed_tail
-        pending = inflater.unused_data
-        if wbits != _CODINGS["gzip"] or (not pending and pos >= len(view)):
-            break
-    else:
-        raise _corrupt(coding, f"more than {MAX_GZIP_MEMBERS} gzip members")
-    if pending or pos < len(view):
-        raise _corrupt(coding, "data after the end of the stream")
-    return bytes(out)
-
-
-def _corrupt(coding: str, detail: str) -> _Rejected:
-    return _Rejected(status.INVALID, f"cannot decompress {coding} body: {detail}", "invalid")
-
-
-def _too_large(limit: int, *, decompressed: bool = False) -> _Rejected:
-    what = "decompressed body" if decompressed else "body"
-    return _Rejected(
-        status.TOO_LARGE,
-        f"{what} larger than receiver.max_message_bytes ({limit} bytes)",
-        "too_large",
-    )
-
-
 # --------------------------------------------------------------------------- responses
 
 
@@ -382,7 +271,7 @@ def _ok_response(encoding: Encoding) -> web.Response:
     return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
 
-def _status_response(rejected: _Rejected, encoding: Encoding) -> web.Response:
+def _status_response(rejected: Rejected, encoding: Encoding) -> web.Response:
     body = status_pb2.Status(code=rejected.status.code, message=rejected.message)
     if rejected.problems:
         bad = error_details_pb2.BadRequest()
