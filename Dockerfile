@@ -14,7 +14,7 @@ RUN /opt/enricher/bin/pip install --no-cache-dir --no-deps --no-build-isolation 
 
 FROM python:3.11.11-slim-bookworm
 # Raise glibc's malloc thresholds before Python starts, as `serve` also does at
-# run time (see processor/tuning.py); harmless where the call is repeated.
+# run time (see processor/app/tuning.py); harmless where the call is repeated.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MALLOC_TRIM_THRESHOLD_=268435456 \

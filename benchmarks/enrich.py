@@ -22,6 +22,7 @@ from benchmarks.workload import (
     mixed_batch,
     sessions,
 )
+from processor.app.tuning import tune_malloc
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
@@ -32,7 +33,6 @@ from processor.correlate.usage import UsageReader
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
-from processor.tuning import tune_malloc
 
 BATCH = 512
 

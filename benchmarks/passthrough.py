@@ -3,7 +3,7 @@
 Receives Export calls as raw bytes, decodes them into an ExportTraceServiceRequest,
 re-encodes, forwards to the downstream over one grpc.aio channel (no compression)
 and answers the sender after the downstream acknowledged. ``--tune-malloc``
-applies the glibc thresholds that ``serve`` applies (processor.tuning). ``--bytes``
+applies the glibc thresholds that ``serve`` applies (processor.app.tuning). ``--bytes``
 forwards the received bytes without decoding them (the floor of any proxy).
 
 Usage: python -m benchmarks.passthrough --forward HOST:PORT [--port 0] [--tune-malloc] [--bytes]
@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from processor.tuning import tune_malloc
+from processor.app.tuning import tune_malloc
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 EXPORT_METHOD = f"/{TRACE_SERVICE}/Export"

@@ -15,10 +15,10 @@ import structlog
 
 from processor import __version__
 from processor.app.config import Config, load_config
+from processor.app.tuning import tune_malloc
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
 from processor.tools.report.options import add_arguments as add_report_arguments
-from processor.tuning import tune_malloc
 
 log = structlog.get_logger("processor.cli")
 # Shutdown: in-flight calls may finish for this long, then the queue drains for

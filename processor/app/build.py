@@ -39,6 +39,8 @@ NS = 1_000_000_000
 # Spans are exported seconds (SDK batching) to minutes (retries) after they start,
 # so a session stays matchable for this long after its end before it is dropped.
 EXPIRY_GRACE_S = 300.0
+# Held spans are released at most this late after their deadline.
+MAX_TICK_S = 0.25
 
 
 def build_correlator(
@@ -83,6 +85,12 @@ def build_correlator(
         HoldBuffer(c.max_held_spans),
         usage=UsageReader(prices) if config.usage.enabled else None,
     )
+
+
+def tick_interval(config: Config) -> float | None:
+    """How often held spans are checked for a hold that ran out; None with hold 0."""
+    hold = config.correlation.hold
+    return min(MAX_TICK_S, hold / 10) if hold else None
 
 
 def trace_identities(config: Config) -> TraceIdentities:

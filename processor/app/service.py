@@ -53,9 +53,6 @@ from processor.receive.telemetry import Telemetry, telemetry_app
 
 log = structlog.get_logger("processor.service")
 
-# Held spans are released at most this late after their deadline.
-MAX_TICK_S = 0.25
-
 
 @dataclass(frozen=True, slots=True)
 class BoundAddresses:
@@ -199,10 +196,10 @@ class Service:
             name="session-sweeper",
             failure="sweep_failed",
         )
-        hold = self.config.correlation.hold
-        if hold:
+        tick = build.tick_interval(self.config)
+        if tick is not None:
             self._ticker = every(
-                min(MAX_TICK_S, hold / 10),
+                tick,
                 self.pipeline.tick,
                 name="hold-ticker",
                 failure="hold_tick_failed",
