@@ -21,9 +21,9 @@ from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
 from processor.correlate.usage_labels import UserLabels
-from processor.export import GrpcExporterSettings, OtlpGrpcSender
+from processor.export import OtlpGrpcSender
 from processor.export.otlp_grpc import PartialSuccessHook
-from processor.export.otlp_http import HttpExporterSettings, OtlpHttpSender
+from processor.export.otlp_http import OtlpHttpSender
 from processor.export.queue import ExportQueue
 from processor.export.retry import RetrySender
 from processor.export.spool import Spool
@@ -128,12 +128,8 @@ def exporter(
     """The last link of the export chain: OTLP over gRPC or over HTTP."""
     section = config.exporter
     if section.protocol == "http":
-        return OtlpHttpSender(
-            HttpExporterSettings.from_config(section), on_partial_success=on_partial_success
-        )
-    return OtlpGrpcSender(
-        GrpcExporterSettings.from_config(section), on_partial_success=on_partial_success
-    )
+        return OtlpHttpSender(section, on_partial_success=on_partial_success)
+    return OtlpGrpcSender(section, on_partial_success=on_partial_success)
 
 
 def spool(config: Config) -> Spool | None:

@@ -4,7 +4,7 @@ The path is a chain of links sharing one protocol, in the style of the OpenTelem
 Collector ``exporterhelper``: :class:`RetrySender` wraps :class:`OtlpGrpcSender`, and both
 implement :class:`Sender`. Typical wiring::
 
-    grpc_sender = OtlpGrpcSender(GrpcExporterSettings.from_config(cfg.exporter))
+    grpc_sender = OtlpGrpcSender(cfg.exporter)
     sender = RetrySender(grpc_sender, cfg.exporter.retry)
     await grpc_sender.start()
     ...
@@ -28,7 +28,6 @@ from processor.export.classify import (
 from processor.export.config import ExporterConfig, QueueConfig, RetryConfig
 from processor.export.otlp_grpc import (
     EXPORT_METHOD,
-    GrpcExporterSettings,
     OtlpGrpcSender,
     PartialSuccessHook,
 )
@@ -48,7 +47,6 @@ __all__ = [
     "SHUTDOWN_CODE",
     "ExportFailed",
     "ExporterConfig",
-    "GrpcExporterSettings",
     "OtlpGrpcSender",
     "PartialSuccessHook",
     "QueueConfig",

@@ -9,9 +9,8 @@ milliseconds to compress). Without compression the ``grpc.aio`` channel serves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,34 +41,8 @@ _SEND_THREADS = 32  # blocking calls in flight at most (more than the queue's co
 PartialSuccessHook = Callable[[int, str], None]
 
 
-@dataclass(frozen=True, slots=True)
-class GrpcExporterSettings:
-    """Where and how to export: ``endpoint`` is ``host:port``, ``timeout`` is per call (s)."""
-
-    endpoint: str
-    insecure: bool = False
-    ca_file: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    compression: str = "gzip"
-    timeout: float = 10.0
-    max_message_bytes: int = 64 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        """Reject a compression name gRPC does not know."""
-        if self.compression not in _COMPRESSION:
-            raise ValueError(f"compression must be one of {sorted(_COMPRESSION)}")
-
-    @classmethod
-    def from_config(cls, cfg: ExporterConfig) -> GrpcExporterSettings:
-        """The settings of the ``exporter`` config section."""
-        return cls(
-            endpoint=cfg.endpoint,
-            insecure=cfg.insecure,
-            ca_file=cfg.ca_file,
-            headers=dict(cfg.headers),
-            compression=cfg.compression,
-            timeout=cfg.timeout,
-        )
+# The largest request this sender hands gRPC (the merged batches stay far below it).
+MAX_SEND_BYTES = 64 * 1024 * 1024
 
 
 class OtlpGrpcSender:
@@ -83,7 +56,7 @@ class OtlpGrpcSender:
 
     def __init__(
         self,
-        settings: GrpcExporterSettings,
+        settings: ExporterConfig,
         *,
         on_partial_success: PartialSuccessHook | None = None,
     ) -> None:
@@ -139,7 +112,7 @@ class OtlpGrpcSender:
         export = self._export
         if export is None:
             raise ExportFailed("exporter is not running", code=SHUTDOWN_CODE, retryable=False)
-        timeout = self._settings.timeout if self._settings.timeout > 0 else None
+        timeout = self._settings.timeout
         try:
             response = await export(payload, timeout)
         except grpc.RpcError as err:  # AioRpcError too
@@ -191,7 +164,7 @@ class OtlpGrpcSender:
     def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
         """Create the channel with compression and large message limits."""
         options = [
-            ("grpc.max_send_message_length", self._settings.max_message_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.primary_user_agent", "otel-user-enricher"),
         ]
         compression = _COMPRESSION[self._settings.compression]
@@ -205,7 +178,7 @@ class OtlpGrpcSender:
     def _open_blocking_channel(self, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
         """The same channel, blocking (used from worker threads)."""
         options = [
-            ("grpc.max_send_message_length", self._settings.max_message_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.primary_user_agent", "otel-user-enricher"),
         ]
         compression = _COMPRESSION[self._settings.compression]

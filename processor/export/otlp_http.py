@@ -15,8 +15,7 @@ import json
 import math
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -31,7 +30,7 @@ from processor.export.classify import SHUTDOWN_CODE, ExportFailed
 from processor.export.config import ExporterConfig
 from processor.export.otlp_grpc import PartialSuccessHook
 
-__all__ = ["RETRYABLE_STATUSES", "HttpExporterSettings", "OtlpHttpSender", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUSES", "OtlpHttpSender", "parse_retry_after"]
 
 _log = structlog.get_logger(__name__)
 
@@ -46,43 +45,10 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 _OFFLOAD_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class HttpExporterSettings:
-    """Where and how to export: ``endpoint`` is ``host:port``, ``timeout`` is per attempt (s)."""
-
-    endpoint: str
-    path: str = "/v1/traces"
-    insecure: bool = False
-    ca_file: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    compression: str = "gzip"
-    timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        """Reject an unknown compression and a path that is not absolute."""
-        if self.compression not in ("gzip", "none"):
-            raise ValueError("compression must be one of ['gzip', 'none']")
-        if not self.path.startswith("/"):
-            raise ValueError("path must start with '/'")
-
-    @property
-    def url(self) -> str:
-        """The URL requests are POSTed to."""
-        scheme = "http" if self.insecure else "https"
-        return f"{scheme}://{self.endpoint}{self.path}"
-
-    @classmethod
-    def from_config(cls, cfg: ExporterConfig) -> HttpExporterSettings:
-        """The settings of the ``exporter`` config section."""
-        return cls(
-            endpoint=cfg.endpoint,
-            path=cfg.http_path,
-            insecure=cfg.insecure,
-            ca_file=cfg.ca_file,
-            headers=dict(cfg.headers),
-            compression=cfg.compression,
-            timeout=cfg.timeout,
-        )
+def export_url(settings: ExporterConfig) -> str:
+    """The URL requests are POSTed to."""
+    scheme = "http" if settings.insecure else "https"
+    return f"{scheme}://{settings.endpoint}{settings.http_path}"
 
 
 class OtlpHttpSender:
@@ -96,12 +62,13 @@ class OtlpHttpSender:
 
     def __init__(
         self,
-        settings: HttpExporterSettings,
+        settings: ExporterConfig,
         *,
         on_partial_success: PartialSuccessHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._url = export_url(settings)
         self._on_partial_success = on_partial_success
         self._clock = clock
         headers = {"Content-Type": PROTOBUF, "User-Agent": _USER_AGENT}
@@ -131,12 +98,10 @@ class OtlpHttpSender:
         if session is None:
             raise ExportFailed("exporter is not running", code=SHUTDOWN_CODE, retryable=False)
         body = await self._compressed(payload)
-        timeout = aiohttp.ClientTimeout(
-            total=self._settings.timeout if self._settings.timeout > 0 else None
-        )
+        timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
         try:
             async with session.post(
-                self._settings.url,
+                self._url,
                 data=body,
                 headers=self._headers,
                 timeout=timeout,
