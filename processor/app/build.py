@@ -27,13 +27,22 @@ from processor.export.otlp_http import OtlpHttpSender
 from processor.export.queue import ExportQueue
 from processor.export.retry import RetrySender
 from processor.export.spool import Spool
+from processor.identity.directory import Directory
+from processor.identity.directory_watch import DirectoryWatcher
+from processor.identity.intake.http import HttpApi
+from processor.identity.intake.push import SessionIntake
+from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.shared import RedisShare
 from processor.identity.sessions.traces import TraceIdentities
 from processor.metrics import Metrics
 from processor.model import Session, User
-from processor.pipeline import Ledger
+from processor.pipeline import Ledger, Pipeline, Recorder
+from processor.receive.auth import BearerToken, rate_limiter, receiver_auth
+from processor.receive.budget import InflightBudget
+from processor.receive.grpc_trace import TraceReceiver
 from processor.receive.guard import ConnectionGuard
+from processor.receive.http_trace import HttpTraceReceiver
 
 NS = 1_000_000_000
 # Spans are exported seconds (SDK batching) to minutes (retries) after they start,
@@ -228,4 +237,104 @@ def grpc_server(config: Config) -> grpc.aio.Server:
         # Past it a call gets RESOURCE_EXHAUSTED before its message is read, which
         # bounds what gRPC buffers ahead of the in-flight budget.
         maximum_concurrent_rpcs=c.grpc_max_concurrent_rpcs,
+    )
+
+
+def recorder(config: Config, metrics: Metrics, correlator: Correlator) -> Recorder:
+    """What the metrics say about the span path; usage labelled by the directory's teams."""
+    return Recorder(
+        metrics,
+        policy=config.correlation.ambiguous,
+        labels=user_labels(config, lambda user: correlator.directory.team_of(user)),
+        usage_totals=correlator.usage_totals,
+    )
+
+
+def inflight_budget(config: Config) -> InflightBudget:
+    """One budget for both receivers: what they hold before the queue has it."""
+    return InflightBudget(inflight_limit(config), config.exporter.queue.retry_after)
+
+
+def trace_receivers(
+    config: Config, pipeline: Pipeline, metrics: Metrics, budget: InflightBudget
+) -> tuple[TraceReceiver, HttpTraceReceiver]:
+    """The OTLP receivers, gRPC and HTTP, sharing the token and the in-flight budget."""
+    auth = receiver_auth(config.receiver.auth)
+    return (
+        TraceReceiver(pipeline, metrics, auth=auth, budget=budget),
+        HttpTraceReceiver(
+            pipeline,
+            metrics,
+            max_message_bytes=config.receiver.max_message_bytes,
+            auth=auth,
+            budget=budget,
+        ),
+    )
+
+
+def session_intake(
+    config: Config,
+    store: MemorySessionStore,
+    metrics: Metrics,
+    clock_ns: Callable[[], int],
+    *,
+    on_stored: Callable[[Session], None],
+    on_closed: Callable[[str, str, int], None] | None,
+) -> SessionIntake:
+    """Where every identity source's sessions are validated and stored."""
+    return SessionIntake(
+        store,
+        metrics,
+        default_ttl_s=config.sessions.ttl,
+        clock_ns=clock_ns,
+        on_stored=on_stored,
+        on_closed=on_closed,
+    )
+
+
+def api_token(config: Config) -> BearerToken | None:
+    """The session API's token, or None when the API is off."""
+    api = config.api
+    return BearerToken(api.token.get_secret_value()) if api.enabled and api.token else None
+
+
+def metrics_token(config: Config) -> BearerToken | None:
+    """The token /metrics asks for, or None when it is open."""
+    token = config.telemetry.token
+    return BearerToken(token.get_secret_value()) if token is not None else None
+
+
+def directory_watcher(
+    config: Config, publish: Callable[[Directory], None]
+) -> DirectoryWatcher | None:
+    """Loads and reloads the directory file, when one is configured."""
+    d = config.directory
+    return DirectoryWatcher(d.file, d.reload_interval, publish) if d.file else None
+
+
+def session_http_api(
+    config: Config,
+    intake: SessionIntake,
+    metrics: Metrics,
+    *,
+    ready: Callable[[], bool],
+    identity_ready: Callable[[], bool],
+) -> HttpApi:
+    """The session API, the webhooks and (unless telemetry has its own port) health."""
+    auth = api_token(config)
+    hook = config.webhooks.openwebui
+    return HttpApi(
+        intake=intake if auth is not None else None,
+        auth=auth,
+        metrics=metrics,
+        max_body_bytes=config.api.max_body_bytes,
+        ready=ready,
+        identity_ready=identity_ready,
+        metrics_auth=metrics_token(config),
+        serve_metrics=not config.telemetry.endpoint,
+        webhook=OpenWebUIWebhook(intake, hook.secret.get_secret_value(), hook.source_ip, metrics)
+        if hook.enabled and hook.secret is not None
+        else None,
+        rate_limiter=rate_limiter(config.api.rate_limit),
+        on_limited=lambda route: metrics.api_rate_limited.add((route,)),
     )

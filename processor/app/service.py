@@ -33,21 +33,14 @@ from processor.app.tasks import cancel, every
 from processor.config.tls import TlsConfig
 from processor.export.retry import RetrySender
 from processor.identity.directory import Directory
-from processor.identity.directory_watch import DirectoryWatcher
 from processor.identity.intake.grpc_sessions import SessionServicer
-from processor.identity.intake.http import HttpApi
-from processor.identity.intake.push import SessionIntake
-from processor.identity.intake.webhooks import OpenWebUIWebhook
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.shared import safe_url
 from processor.metrics import Metrics
 from processor.model import Session, User
-from processor.pipeline import Ledger, Pipeline, Recorder
-from processor.receive.auth import BearerToken, rate_limiter, receiver_auth
-from processor.receive.budget import InflightBudget
-from processor.receive.grpc_trace import TraceReceiver
+from processor.pipeline import Ledger, Pipeline
 from processor.receive.guard import ConnectionGuard
-from processor.receive.http_trace import HttpTraceReceiver, build_runner
+from processor.receive.http_trace import build_runner
 from processor.receive.rpc import health_handler
 from processor.receive.telemetry import Telemetry, telemetry_app
 
@@ -93,12 +86,7 @@ class Service:
         self.spool = build.spool(config)
         ledger = Ledger(m, self.spool)
         self.queue = build.export_queue(config, self._sender, ledger, m)
-        recorder = Recorder(
-            m,
-            policy=config.correlation.ambiguous,
-            labels=build.user_labels(config, lambda user: self.correlator.directory.team_of(user)),
-            usage_totals=self.correlator.usage_totals,
-        )
+        recorder = build.recorder(config, m, self.correlator)
         self.pipeline = Pipeline(
             self.correlator,
             self.queue,
@@ -109,37 +97,20 @@ class Service:
             spool=self.spool,
             on_learned=self.share.trace if self.share is not None else None,
         )
-        # One budget for both receivers: what they hold before the queue has it.
-        self.inflight = InflightBudget(
-            build.inflight_limit(config), config.exporter.queue.retry_after
+        self.inflight = build.inflight_budget(config)
+        self._receiver, self._otlp_http = build.trace_receivers(
+            config, self.pipeline, m, self.inflight
         )
-        auth = receiver_auth(config.receiver.auth)
-        self._receiver = TraceReceiver(self.pipeline, m, auth=auth, budget=self.inflight)
-        self._otlp_http = HttpTraceReceiver(
-            self.pipeline,
-            m,
-            max_message_bytes=config.receiver.max_message_bytes,
-            auth=auth,
-            budget=self.inflight,
-        )
-        self._intake = SessionIntake(
+        self._intake = build.session_intake(
+            config,
             self.store,
             m,
-            default_ttl_s=config.sessions.ttl,
-            clock_ns=clock_ns,
+            clock_ns,
             on_stored=self._stored,
             on_closed=self.share.close if self.share is not None else None,
         )
-        api = config.api
-        self._api_auth = (
-            BearerToken(api.token.get_secret_value()) if api.enabled and api.token else None
-        )
-        directory = config.directory
-        self._directory_watcher = (
-            DirectoryWatcher(directory.file, directory.reload_interval, self._publish_directory)
-            if directory.file
-            else None
-        )
+        self._api_auth = build.api_token(config)
+        self._directory_watcher = build.directory_watcher(config, self._publish_directory)
         self._health = Health()
         self._grpc_server: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []  # HTTP listeners, in start order
@@ -280,23 +251,12 @@ class Service:
     async def _start_api(self) -> str:
         """The session API, the webhooks and (unless telemetry has its own port) health."""
         config = self.config
-        hook = config.webhooks.openwebui
-        api = HttpApi(
-            intake=self._intake if self._api_auth is not None else None,
-            auth=self._api_auth,
-            metrics=self.metrics,
-            max_body_bytes=config.api.max_body_bytes,
+        api = build.session_http_api(
+            config,
+            self._intake,
+            self.metrics,
             ready=lambda: self._ready,
             identity_ready=lambda: self.identity_ready,
-            metrics_auth=self._metrics_auth(),
-            serve_metrics=not config.telemetry.endpoint,
-            webhook=OpenWebUIWebhook(
-                self._intake, hook.secret.get_secret_value(), hook.source_ip, self.metrics
-            )
-            if hook.enabled and hook.secret is not None
-            else None,
-            rate_limiter=rate_limiter(config.api.rate_limit),
-            on_limited=lambda route: self.metrics.api_rate_limited.add((route,)),
         )
         runner = http_runner(api.app, config.connections.idle_timeout)
         return await self._serve(runner, config.api.endpoint, config.api.tls, "api")
@@ -307,7 +267,10 @@ class Service:
         if not telemetry.endpoint:
             return None
         routes = Telemetry(
-            self.metrics, lambda: self._ready, lambda: self.identity_ready, self._metrics_auth()
+            self.metrics,
+            lambda: self._ready,
+            lambda: self.identity_ready,
+            build.metrics_token(self.config),
         )
         runner = http_runner(telemetry_app(routes), self.config.connections.idle_timeout)
         return await self._serve(runner, telemetry.endpoint, telemetry.tls, "telemetry")
@@ -320,10 +283,6 @@ class Service:
         address = await start_http(runner, endpoint, tls, guard)
         self._runners.append(runner)
         return address
-
-    def _metrics_auth(self) -> BearerToken | None:
-        token = self.config.telemetry.token
-        return BearerToken(token.get_secret_value()) if token is not None else None
 
     # ------------------------------------------------------------------ callbacks
 
