@@ -36,10 +36,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from processor.app.build import build_correlator
 from processor.app.config import Config, parse_config
 from processor.correlate.correlator import Outcome
-from processor.correlate.received import Received
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, SessionKind, User
+from processor.wire.received import Received
 
 MS = 1_000_000
 S = 1000 * MS

@@ -26,13 +26,13 @@ from processor.app.tuning import tune_malloc
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 from processor.correlate.correlator import Correlator, Rules
 from processor.correlate.hold import HoldBuffer
-from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import UsageReader
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
+from processor.wire.received import Received
 
 BATCH = 512
 

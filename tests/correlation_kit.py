@@ -14,7 +14,6 @@ from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import EmailHasher
 from processor.correlate.lag import LagLearner
-from processor.correlate.received import Received
 from processor.correlate.resolve import AmbiguityPolicy, Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import UsageReader
@@ -22,6 +21,7 @@ from processor.identity.directory import Directory
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
+from processor.wire.received import Received
 
 MS = 1_000_000
 S = 1000 * MS

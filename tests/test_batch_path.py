@@ -21,20 +21,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from processor.correlate import splice as splice_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
-from processor.correlate.columns import ColumnReader
 from processor.correlate.correlator import Correlator, Outcome, Rules
 from processor.correlate.hold import HoldBuffer
-from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage import Price, UsageReader
-from processor.correlate.wire import varint
 from processor.identity.directory import parse_directory
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
+from processor.wire import splice as splice_module
+from processor.wire.columns import ColumnReader
+from processor.wire.encoding import varint
+from processor.wire.received import Received
 
 PLAT = User(id="plat", email="platform@example.com", team="platform")
 ADDRESSES = ["172.18.0.5", "172.18.0.6", "fd00::7", "10.9.0.1"]

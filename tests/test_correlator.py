@@ -26,9 +26,9 @@ from correlation_kit import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from processor.correlate.received import Received
 from processor.identity.directory import parse_directory
 from processor.model import Session, User
+from processor.wire.received import Received
 
 MIKE_EVENT = event(MIKE, T0 - 300 * MS)
 LONG_MIKE = Session(GW, MIKE, T0 - 600 * S, T0 + 600 * S)

@@ -50,17 +50,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from processor.correlate import address as address_module
 from processor.correlate import batch as batch_module
-from processor.correlate import columns as columns_module
 from processor.correlate import identity as identity_module
 from processor.correlate import usage as usage_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS, normalize_ip
 from processor.correlate.correlator import Correlator, Outcome, Payload, Rules
 from processor.correlate.hold import HoldBuffer
 from processor.correlate.identity import WRITTEN_KEYS
-from processor.correlate.received import Received
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import BUILTIN_IDENTITY_KEYS, IdentityReader
-from processor.correlate.wire import Origin, build_request
 from processor.errors import ConfigError, InvalidInput
 from processor.identity import directory as directory_module
 from processor.identity.directory import Directory, parse_directory
@@ -69,6 +66,9 @@ from processor.identity.intake.validate import MAX_TTL_S, parse_json_body, to_se
 from processor.identity.sessions.memory import MemorySessionStore
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
+from processor.wire import columns as columns_module
+from processor.wire.encoding import Origin, build_request
+from processor.wire.received import Received
 
 FUZZ = settings(
     derandomize=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processor.correlate.hold import HeldGroup, HoldBuffer
-from processor.correlate.wire import Origin
+from processor.wire.encoding import Origin
 
 ORIGIN = Origin(None, "", None, "")
 

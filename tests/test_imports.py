@@ -100,6 +100,7 @@ def test_the_processor_package_has_no_import_cycle() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("processor", "processor.errors", "processor.model"),
     ("processor.status", "processor.config"),
+    ("processor.wire",),
     ("processor.logsetup", "processor.metrics"),
     (
         "processor.identity",
@@ -165,3 +166,4 @@ def test_the_layer_rule_can_fail() -> None:
     assert _layer("processor.correlate.batch") < _layer("processor.app.service")
     assert _layer("processor.identity.sessions.memory") < _layer("processor.correlate.batch")
     assert _layer("processor.identity.intake.http") > _layer("processor.receive.auth")
+    assert _layer("processor.wire.columns") < _layer("processor.correlate.batch")

@@ -43,7 +43,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from processor.app.config import Config, parse_config
-from processor.correlate.received import Received
 from processor.errors import Backpressure, ConfigError
 from processor.export import RetryConfig, RetrySender
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
@@ -54,6 +53,7 @@ from processor.receive.auth import BearerToken
 from processor.receive.body import MAX_GZIP_MEMBERS, Rejected, decompress
 from processor.receive.budget import InflightBudget
 from processor.receive.http_trace import HttpTraceReceiver, build_app, build_runner
+from processor.wire.received import Received
 
 TOKEN = "receiver-token-0123456789"
 TRACE_HEX = "5b8efff798038103d269b633813fc60c"

@@ -13,8 +13,6 @@ import pytest
 from correlation_kit import ANA, GW, MIKE, MS, T0, Kit, S, gateway_span, kv, request_of
 
 from processor.correlate import usage_tally
-from processor.correlate.columns import ColumnReader
-from processor.correlate.received import Received
 from processor.correlate.usage import USAGE_KEYS, Price, UsageKey, UsageReader, add_usage
 from processor.correlate.usage_labels import UserLabels
 from processor.correlate.usage_tally import UsageTally
@@ -24,6 +22,8 @@ from processor.identity.sessions.memory import MemorySessionStore
 from processor.metrics import Metrics
 from processor.model import Session, User
 from processor.pipeline import Ledger, Pipeline, Recorder
+from processor.wire.columns import ColumnReader
+from processor.wire.received import Received
 
 HOUR = 3600 * S
 

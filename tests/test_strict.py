@@ -10,8 +10,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from processor.app.service import Service
-from processor.correlate.received import Received
 from processor.tools.sink import TraceSink
+from processor.wire.received import Received
 
 
 def one_request(**changes: bytes) -> ExportTraceServiceRequest:

@@ -6,8 +6,8 @@ the identity sources that store sessions under it.
 
 from __future__ import annotations
 
-from processor.correlate.memo import Computed
 from processor.identity.address import host_of, normalize_host, normalize_ip
+from processor.wire.memo import Computed
 
 DEFAULT_ADDRESS_KEYS: tuple[str, ...] = (
     "src.addr",  # AgentGateway: "ip:port", IPv6 as "[fd00::7]:40312"

@@ -2,7 +2,7 @@
 
 This is the correlator's path for requests that carry no identity of their own
 (gateway batches): every span's trace id, start time, address, model and usage
-come from :mod:`processor.correlate.columns`, decisions are shared across the
+come from :mod:`processor.wire.columns`, decisions are shared across the
 batch wherever they provably coincide, and the output is the received bytes
 with the encoded attribution appended to each span (the protobuf encoder then
 fixes the length prefixes). The per-span Python work is a few list and dict
@@ -17,20 +17,20 @@ from itertools import repeat
 from typing import Any
 
 from processor.correlate.column_facts import ColumnFacts, Principals
-from processor.correlate.columns import Columns, any_value
 from processor.correlate.decide import Decider
 from processor.correlate.decided import DecisionTable, Kind
 from processor.correlate.find import AttributeFinder
 from processor.correlate.hold import HeldGroup
-from processor.correlate.memo import Computed
 from processor.correlate.outcome import Outcome, Payload
 from processor.correlate.parts import SpanPathParts
-from processor.correlate.received import Received
 from processor.correlate.resolve import EXACT
-from processor.correlate.splice import origins, rewrite, splice
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution, User
+from processor.wire.columns import Columns, any_value
+from processor.wire.memo import Computed
+from processor.wire.received import Received
+from processor.wire.splice import origins, rewrite, splice
 
 _MEMO_LIMIT = 65_536
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from processor.correlate.columns import Columns, any_value
 from processor.correlate.identity import WRITTEN_KEYS
-from processor.correlate.memo import Computed
 from processor.correlate.span_identity import IdentityReader
 from processor.model import User
+from processor.wire.columns import Columns, any_value
+from processor.wire.memo import Computed
 
 Principals = tuple[tuple[str, str], ...]
 _MEMO_LIMIT = 65_536

@@ -16,7 +16,6 @@ from google.protobuf.message import DecodeError
 from processor.correlate.address import AddressNormalizer
 from processor.correlate.batch import BatchPath
 from processor.correlate.column_facts import ColumnFacts
-from processor.correlate.columns import ColumnReader, Columns
 from processor.correlate.decide import Decider
 from processor.correlate.hold import HeldGroup, HoldBuffer, Piece
 from processor.correlate.identity import AttributionEncoder
@@ -24,7 +23,6 @@ from processor.correlate.lag import LagLearner
 from processor.correlate.message_path import MessagePath
 from processor.correlate.outcome import CorrelationFailed, Outcome, Payload, Rules
 from processor.correlate.parts import SpanPathParts
-from processor.correlate.received import Received
 from processor.correlate.release import Releaser
 from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
@@ -34,6 +32,8 @@ from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Session, User
+from processor.wire.columns import ColumnReader, Columns
+from processor.wire.received import Received
 
 __all__ = ["CorrelationFailed", "Correlator", "Outcome", "Payload", "Rules"]
 

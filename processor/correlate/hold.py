@@ -16,7 +16,7 @@ from itertools import compress, repeat
 from typing import NamedTuple
 
 from processor.correlate.usage import Usage
-from processor.correlate.wire import Origin
+from processor.wire.encoding import Origin
 
 
 class HeldGroup:

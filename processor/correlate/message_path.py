@@ -24,10 +24,10 @@ from processor.correlate.outcome import Outcome, Payload
 from processor.correlate.parts import SpanPathParts
 from processor.correlate.resolve import EXACT, Memo, SpanFacts
 from processor.correlate.usage import PROVIDER, Usage, UsageReader
-from processor.correlate.wire import Origin
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution, User
+from processor.wire.encoding import Origin
 
 _WRITTEN = frozenset(WRITTEN_KEYS)
 _LLM_MARK = PROVIDER.encode()

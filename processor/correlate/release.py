@@ -20,11 +20,11 @@ from processor.correlate.identity import AttributionEncoder
 from processor.correlate.outcome import Outcome, Payload
 from processor.correlate.resolve import EXACT, Resolver
 from processor.correlate.usage_tally import UsageTally
-from processor.correlate.wire import Origin, build_request
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
 from processor.identity.sessions.traces import TraceIdentities
 from processor.model import Attribution, User
+from processor.wire.encoding import Origin, build_request
 
 
 class Releaser:

@@ -14,9 +14,9 @@ from typing import NamedTuple, TypeVar
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from processor.correlate.columns import any_value
-from processor.correlate.memo import Computed
 from processor.model import User
+from processor.wire.columns import any_value
+from processor.wire.memo import Computed
 
 PROVIDER = "gen_ai.provider.name"
 REQUEST_MODEL = "gen_ai.request.model"

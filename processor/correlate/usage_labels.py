@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Literal
 
 from processor.correlate.identity import EmailHasher
-from processor.correlate.memo import Computed
 from processor.model import User
+from processor.wire.memo import Computed
 
 UNKNOWN = "unknown"  # spans nobody could be attributed to
 OTHER = "other"  # users past the cap

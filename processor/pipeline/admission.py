@@ -15,13 +15,13 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from processor.correlate.correlator import CorrelationFailed, Correlator, Outcome, Payload
-from processor.correlate.received import Received
 from processor.errors import Backpressure
 from processor.export.queue import Batch, ExportQueue
 from processor.export.spool import Spool
 from processor.model import Session, User
 from processor.pipeline.ledger import Ledger
 from processor.pipeline.record import Recorder
+from processor.wire.received import Received
 
 log = structlog.get_logger("processor.pipeline")
 

@@ -42,7 +42,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from processor import status
-from processor.correlate.received import Received
 from processor.errors import Backpressure
 from processor.metrics import Metrics
 from processor.receive.auth import BearerToken
@@ -58,6 +57,7 @@ from processor.receive.body import (
 )
 from processor.receive.budget import InflightBudget
 from processor.receive.otlp_json import encode_json_response, encode_json_status
+from processor.wire.received import Received
 
 __all__ = [
     "JSON",

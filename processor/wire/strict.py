@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from processor.correlate.views import SpanIds
+from processor.wire.views import SpanIds
 
 _ID_SIZES = (("trace_id", 16), ("span_id", 8), ("parent_span_id", 8))
 _LINK_ID_SIZES = (("trace_id", 16), ("span_id", 8))

@@ -9,9 +9,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from processor.correlate.columns import ColumnReader, Columns
-from processor.correlate.strict import check_ids, check_request
-from processor.correlate.views import RequestView
+from processor.wire.columns import ColumnReader, Columns
+from processor.wire.strict import check_ids, check_request
+from processor.wire.views import RequestView
 
 
 class Frame(NamedTuple):
@@ -44,7 +44,7 @@ class Received:
     @classmethod
     def parse(cls, raw: bytes) -> Received:
         """Read the request's structure; raises ``DecodeError`` when it is not one
-        a strict OTLP decoder accepts (see :mod:`processor.correlate.strict`)."""
+        a strict OTLP decoder accepts (see :mod:`processor.wire.strict`)."""
         check_request(raw)  # not kept: the column path needs no full decode
         received = cls(raw, RequestView.FromString(raw))
         if received.spans:

@@ -13,8 +13,7 @@ from itertools import chain
 from operator import add
 from typing import Any
 
-from processor.correlate.received import Received
-from processor.correlate.wire import (
+from processor.wire.encoding import (
     PREFIXED,
     SPAN_PREFIX,
     VARINT_SIZE,
@@ -23,6 +22,7 @@ from processor.correlate.wire import (
     field_size,
     varint,
 )
+from processor.wire.received import Received
 
 
 def origins(received: Received) -> list[Origin]:

@@ -1,7 +1,7 @@
 """Per-span columns read from serialized spans in a few C calls (pure).
 
 The spans of a request are joined with a marker after each span and parsed as
-one :data:`~processor.correlate.views.SpanColumns` message, which yields every
+one :data:`~processor.wire.views.SpanColumns` message, which yields every
 trace id, start time, attribute key and attribute value as flat lists. The
 marker carries a trace id, a start time and an attribute of its own, so the
 lists can be cut back into spans and checked: a span without a trace id or a
@@ -24,8 +24,8 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from processor.correlate.views import KeyList, SpanColumns
-from processor.correlate.wire import varint
+from processor.wire.encoding import varint
+from processor.wire.views import KeyList, SpanColumns
 
 _T = TypeVar("_T")
 _MARK_TRACE = b"\xff" * 16

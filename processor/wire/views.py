@@ -66,7 +66,7 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
         ("value", 2, _F.TYPE_BYTES, _REPEATED, ""),
     ],
     # Span { bytes trace_id = 1; bytes span_id = 2; bytes parent_span_id = 4; }:
-    # every id of a request's spans, joined, read in one call (processor.correlate.strict)
+    # every id of a request's spans, joined, read in one call (processor.wire.strict)
     # (links = 13 declared as one message, so every link's ids merge into one list)
     "SpanIds": [
         ("trace_id", 1, _F.TYPE_BYTES, _REPEATED, ""),
