@@ -15,7 +15,7 @@ import structlog
 
 from processor import __version__
 from processor.app.config import Config, load_config
-from processor.app.tuning import tune_malloc
+from processor.app.tuning import freeze_startup_objects, tune_malloc
 from processor.errors import ConfigError
 from processor.logsetup import configure_logging
 from processor.tools.report.options import add_arguments as add_report_arguments
@@ -150,6 +150,7 @@ async def _run(config: Config) -> None:
     except BaseException:
         await service.shutdown(grace_s=0)  # release whatever did start
         raise
+    log.debug("startup_objects_frozen", objects=freeze_startup_objects())
     await stop.wait()
     log.info("shutdown_requested")
     # The hard deadline: in-flight calls get their grace, the queue its drain,
