@@ -58,10 +58,15 @@ Global___User: _TypeAlias = User  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):
-    """One identity observation. Two kinds:
+    """One identity observation. Three kinds:
       "session" (default): the user was at source_ip from start until end.
       "request": the user sent one request through source_ip at start (a point in
                  time; end and ttl_seconds must be unset), optionally naming the model.
+                 It may explain several model calls (a chat message and its
+                 follow-up generations).
+      "call":    like "request", but it explains exactly one model call (Open WebUI's
+                 filter `request` hook): once a span has claimed it, it is not a
+                 candidate for another span.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -86,7 +91,7 @@ class Session(_message.Message):
     span of that trace is attributed to the user.
     """
     kind: _builtins.str
-    """"session" (the default when empty) or "request"."""
+    """"session" (the default when empty), "request" or "call"."""
     chat_id: _builtins.str
     """Open WebUI chat and message ids, when the source knows them. Accepted and
     size-checked so sources can send them; not stored and not used for matching.
