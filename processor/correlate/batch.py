@@ -180,15 +180,13 @@ class BatchPath:
             users = [u or r for u, r in zip(users or repeat(None, n), resources, strict=False)]
         if users is None:
             return None
-        learned: list[bytes] = []
-        put, named, trace_ids = self._traces.put, self._named, columns.trace_ids
-        for i, user in enumerate(users):
-            if user is not None:
-                decisions[i] = named(user, "span", EXACT)
-                trace_id = trace_ids[i]
-                if trace_id and put(trace_id, user, now_ns):
-                    learned.append(trace_id)
-        return learned
+        # One Attribution per user object of the batch, its spans' decision; the
+        # spans without identity keep theirs.
+        named = self._named
+        by_id = dict(zip(map(id, users), users, strict=True))
+        decided = {k: named(u, "span", EXACT) for k, u in by_id.items() if u is not None}
+        decisions[:] = map(decided.get, map(id, users), decisions)
+        return self._traces.learn(columns.trace_ids, users, now_ns)
 
     def _resource_users(self, received: Received) -> list[User | None] | None:
         """Each span's resource identity; None when no resource carries one."""

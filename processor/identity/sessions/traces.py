@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from processor.model import User
@@ -53,6 +53,24 @@ class TraceIdentities:
         if len(self._expiries) > self._max:
             del self._entries[self._expiries.popleft()[1]]
         return True
+
+    def learn(
+        self, trace_ids: Sequence[bytes], users: Sequence[User | None], now_ns: int
+    ) -> list[bytes]:
+        """:meth:`put` for each span's (trace id, user) where both are set; returns the
+        traces newly known, in span order."""
+        entries, expiries, most = self._entries, self._expiries, self._max
+        expires = now_ns + self._ttl_ns
+        learned: list[bytes] = []
+        for trace_id, user in zip(trace_ids, users, strict=True):
+            if user is None or not trace_id or trace_id in entries:
+                continue
+            entries[trace_id] = user
+            expiries.append((expires, trace_id))
+            learned.append(trace_id)
+            if len(expiries) > most:  # as put() does, one at a time
+                del entries[expiries.popleft()[1]]
+        return learned
 
     def expire(self, now_ns: int) -> int:
         """Forget traces whose TTL ran out; returns how many."""
