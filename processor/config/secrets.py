@@ -16,6 +16,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     SecretStr,
     ValidationInfo,
+    model_validator,
 )
 
 from processor.config.base import field_problems, load_context
@@ -48,6 +49,22 @@ class SecretRule:
     env_var: str
     min_length: int
     required: str  # message when enabled and missing
+
+
+def secret_resolver(rule: SecretRule, enabled: Callable[[Any], bool]) -> Any:
+    """A section's wrap validator resolving ``rule``'s secret (see :func:`with_secret`);
+    assign it in the class body, e.g. ``_token = secret_resolver(RULE, lambda s: s.enabled)``.
+    ``enabled(section)`` says whether the secret is required."""
+
+    def resolve(
+        cls: type[BaseModel],
+        data: Any,
+        handler: ModelWrapValidatorHandler[Any],
+        info: ValidationInfo,
+    ) -> Any:
+        return with_secret(cls, data, handler, info, rule, enabled)
+
+    return model_validator(mode="wrap")(classmethod(resolve))  # type: ignore[arg-type]
 
 
 def with_secret(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     Field,
-    ModelWrapValidatorHandler,
     SecretStr,
     StrictBool,
-    ValidationInfo,
-    model_validator,
 )
 
 from processor.config.base import Frozen
@@ -25,7 +22,7 @@ from processor.config.scalars import (
     PositiveInt,
     no_duplicates,
 )
-from processor.config.secrets import SecretRule, with_secret
+from processor.config.secrets import SecretRule, secret_resolver
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS
 
 
@@ -93,14 +90,8 @@ class IdentityConfig(Frozen):
     hash_key: SecretStr | None = None
     hash_key_file: ConfigPath | None = None
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _resolve_key(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Apply the file/environment key sources and the key rules."""
-        resolved: Self = with_secret(cls, data, handler, info, _HASH_KEY, lambda i: i.hash_emails)
-        return resolved
+    # From the environment variable, the file or the inline value, checked.
+    _secret = secret_resolver(_HASH_KEY, lambda i: i.hash_emails)
 
 
 class PriceConfig(Frozen):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 from pydantic import (
     BeforeValidator,
     Field,
-    ModelWrapValidatorHandler,
     SecretStr,
-    ValidationInfo,
     model_validator,
 )
 
@@ -28,7 +26,7 @@ from processor.config.scalars import (
     split_endpoint,
     to_size,
 )
-from processor.config.secrets import SecretRule, with_secret
+from processor.config.secrets import SecretRule, secret_resolver
 from processor.config.tls import TlsConfig
 
 RECEIVER_TOKEN_ENV_VAR = "USER_ENRICHER_RECEIVER_TOKEN"
@@ -53,14 +51,8 @@ class ReceiverAuthConfig(Frozen):
         """True when Export calls must carry the token."""
         return self.token is not None
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _resolve_token(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Apply the file/environment token sources and the token rules."""
-        resolved: Self = with_secret(cls, data, handler, info, _RECEIVER_TOKEN, lambda _: False)
-        return resolved
+    # From the environment variable, the file or the inline value, checked.
+    _secret = secret_resolver(_RECEIVER_TOKEN, lambda _: False)
 
 
 class RateLimitConfig(Frozen):
@@ -141,14 +133,8 @@ class TelemetryConfig(Frozen):
     token_file: ConfigPath | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _resolve_token(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Apply the file/environment token sources and the token rules."""
-        resolved: Self = with_secret(cls, data, handler, info, _METRICS_TOKEN, lambda _: False)
-        return resolved
+    # From the environment variable, the file or the inline value, checked.
+    _secret = secret_resolver(_METRICS_TOKEN, lambda _: False)
 
 
 class ConnectionsConfig(Frozen):

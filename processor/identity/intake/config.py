@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    ModelWrapValidatorHandler,
     SecretStr,
     StrictBool,
-    ValidationInfo,
-    model_validator,
 )
 
 from processor.config.base import Frozen
@@ -25,7 +22,7 @@ from processor.config.scalars import (
     size_between,
     to_size,
 )
-from processor.config.secrets import SecretRule, with_secret
+from processor.config.secrets import SecretRule, secret_resolver
 from processor.config.tls import TlsConfig
 from processor.receive.config import RateLimitConfig
 
@@ -61,14 +58,8 @@ class ApiConfig(Frozen):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _resolve_token(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Apply the file/environment token sources and the token rules."""
-        resolved: Self = with_secret(cls, data, handler, info, _API_TOKEN, lambda a: a.enabled)
-        return resolved
+    # From the environment variable, the file or the inline value, checked.
+    _secret = secret_resolver(_API_TOKEN, lambda a: a.enabled)
 
 
 WEBHOOK_SECRET_ENV_VAR = "USER_ENRICHER_WEBHOOK_SECRET"
@@ -98,14 +89,8 @@ class OpenWebUIWebhookConfig(Frozen):
     # webhook's own peer address (right when both reach the service alike).
     source_ip: Annotated[str, AfterValidator(optional_ip)] = ""
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def resolve_secret(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Apply the file/environment secret sources and the secret rules."""
-        resolved: Self = with_secret(cls, data, handler, info, _WEBHOOK_SECRET, lambda h: h.enabled)
-        return resolved
+    # From the environment variable, the file or the inline value, checked.
+    _secret = secret_resolver(_WEBHOOK_SECRET, lambda h: h.enabled)
 
 
 class WebhooksConfig(Frozen):
