@@ -160,8 +160,8 @@ async def run_mode(name: str, traces: bool, args: argparse.Namespace) -> ModeRes
         lags = _lag_summaries(service)
         pushed = service.metrics.sessions_pushed.value(("http",))
         await stop_service()  # releases anything still held
-        spans = _gateway_spans(sink)
-        own = _gateway_spans(sink, "open-webui")
+        spans = sink.spans("agentgateway")
+        own = sink.spans("open-webui")
         webui_spans = len(own)
         webui_enriched = Counter(
             f"{a.get('user.attribution.method')}/{a.get('user.attribution.confidence')}"
@@ -314,7 +314,7 @@ async def main(argv: list[str] | None = None) -> int:
 async def _wait_gateway_spans(sink: TraceSink, count: int, timeout_s: float) -> None:
     """Poll the sink until it holds ``count`` gateway spans; TimeoutError after ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while len(_gateway_spans(sink)) < count:  # noqa: ASYNC110 - the sink's condition is private
+        while len(sink.spans("agentgateway")) < count:  # noqa: ASYNC110 - the sink's condition is private
             await asyncio.sleep(0.1)
 
 
@@ -342,21 +342,6 @@ def _lag_summaries(service: Service) -> dict[str, LagSummary]:
 def _source_name(key: object) -> str:
     """A lag source (an address, or an (address, event kind) pair) as text."""
     return " ".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
-
-
-def _gateway_spans(sink: TraceSink, service: str = "agentgateway") -> list[Span]:
-    """The spans of ``service`` (by service.name) the sink received."""
-    return [
-        span
-        for request in sink.requests
-        for rs in request.resource_spans
-        if any(
-            kv.key == "service.name" and kv.value.string_value == service
-            for kv in rs.resource.attributes
-        )
-        for ss in rs.scope_spans
-        for span in ss.spans
-    ]
 
 
 def _progress(mode: str) -> Callable[[str], None]:

@@ -176,25 +176,11 @@ async def run_demo(spans: int = len(CALLS)) -> int:
         finally:
             await service.shutdown(grace_s=1.0)
             await sink.stop()
-    gateway_spans = _service_spans(sink, "agentgateway")
+    gateway_spans = sink.spans("agentgateway")
     print(render_table(gateway_spans))
     print(_summary(gateway_spans))
     print(NEXT_STEPS)
     return 0
-
-
-def _service_spans(sink: TraceSink, service: str) -> list[Span]:
-    return [
-        span
-        for request in sink.requests
-        for rs in request.resource_spans
-        if any(
-            kv.key == "service.name" and kv.value.string_value == service
-            for kv in rs.resource.attributes
-        )
-        for ss in rs.scope_spans
-        for span in ss.spans
-    ]
 
 
 def render_table(spans: Sequence[Span]) -> str:

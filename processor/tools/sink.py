@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -57,12 +59,14 @@ class TraceSink:
         """The span id of every span received, duplicates included."""
         return [span.span_id for span in self.spans()]
 
-    def spans(self) -> list[Span]:
-        """Every span received so far, in arrival order."""
+    def spans(self, service: str | None = None) -> list[Span]:
+        """Every span received so far, in arrival order; with ``service``, only those
+        whose resource names that ``service.name``."""
         return [
             span
             for request in self.requests
             for rs in request.resource_spans
+            if service is None or _service_of(rs.resource.attributes) == service
             for ss in rs.scope_spans
             for span in ss.spans
         ]
@@ -84,3 +88,8 @@ class TraceSink:
             self.requests.append(ExportTraceServiceRequest.FromString(raw))
             self._changed.notify_all()
         return ExportTraceServiceResponse().SerializeToString()
+
+
+def _service_of(attributes: Iterable[KeyValue]) -> str | None:
+    """The ``service.name`` of a resource, if it has one."""
+    return next((kv.value.string_value for kv in attributes if kv.key == "service.name"), None)
