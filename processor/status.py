@@ -18,7 +18,6 @@ from processor.errors import Backpressure, InvalidInput
 __all__ = [
     "INTERNAL",
     "INVALID",
-    "NOT_FOUND",
     "NOT_READY",
     "RETRY_LATER",
     "TIMEOUT",
@@ -49,7 +48,6 @@ _C = grpc.StatusCode
 # The sender's mistake (undecodable, invalid, incomplete): do not retry as is.
 INVALID = Status(_C.INVALID_ARGUMENT, 400)
 UNAUTHENTICATED = Status(_C.UNAUTHENTICATED, 401)
-NOT_FOUND = Status(_C.NOT_FOUND, 404)  # also a webhook's wrong secret: nothing to learn
 TIMEOUT = Status(_C.DEADLINE_EXCEEDED, 408)  # the request did not arrive in time
 TOO_LARGE = Status(_C.RESOURCE_EXHAUSTED, 413)
 UNSUPPORTED = Status(_C.INVALID_ARGUMENT, 415)  # content type or coding
