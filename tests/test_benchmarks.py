@@ -30,6 +30,13 @@ def test_enrich_benchmark_runs() -> None:
     assert "pass-through" in result.stdout
 
 
+def test_compress_benchmark_runs() -> None:
+    """The gzip cost table prints a row per compressor."""
+    result = run_module("benchmarks.compress", "--rounds", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("| zlib level") == 2 and "ISA-L level 1" in result.stdout
+
+
 def test_redis_share_benchmark_runs() -> None:
     """The Redis sharing benchmark prints its figures (needs redis-server)."""
     import shutil

@@ -65,6 +65,21 @@ def classify(code: grpc.StatusCode, retry_delay: float | None) -> Verdict:
     return Verdict(retryable=False, min_delay=None)
 
 
+def export_failed(
+    code: grpc.StatusCode,
+    details: str,
+    trailers: Iterable[tuple[str, str | bytes]] | None,
+) -> ExportFailed:
+    """An ExportFailed for a call that ended with ``code``, classified per the OTLP spec."""
+    verdict = classify(code, retry_delay_from_trailers(trailers))
+    return ExportFailed(
+        f"OTLP export failed: {code.name}: {details}",
+        code=code.name,
+        retryable=verdict.retryable,
+        min_delay=verdict.min_delay,
+    )
+
+
 def retry_delay_from_trailers(
     metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> float | None:

@@ -10,7 +10,6 @@ is permanent. A connection that fails or times out is retryable. Codes are
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import math
 import ssl
@@ -27,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from processor.errors import ConfigError, Problem
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
+from processor.export.compress import OFFLOAD_BYTES, gzip_fast
 from processor.export.config import ExporterConfig
 from processor.export.otlp_grpc import PartialSuccessHook
 
@@ -41,8 +41,6 @@ PROTOBUF = "application/x-protobuf"
 _USER_AGENT = "otel-user-enricher"
 # A response body is an ExportTraceServiceResponse or a Status: small. Read no more.
 _MAX_RESPONSE_BYTES = 64 * 1024
-# Payloads larger than this are gzip-compressed in a worker thread.
-_OFFLOAD_BYTES = 256 * 1024
 
 
 def export_url(settings: ExporterConfig) -> str:
@@ -148,9 +146,9 @@ class OtlpHttpSender:
     async def _compressed(self, payload: bytes) -> bytes:
         if self._settings.compression != "gzip":
             return payload
-        if len(payload) > _OFFLOAD_BYTES:
-            return await asyncio.to_thread(gzip.compress, payload, 6)
-        return gzip.compress(payload, 6)
+        if len(payload) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(gzip_fast, payload)
+        return gzip_fast(payload)
 
     def _failed(
         self, status: int, retry_after: str | None, answer: bytes, content_type: str
