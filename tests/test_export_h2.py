@@ -12,11 +12,15 @@ import gzip
 import os
 from base64 import b64encode
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     add_TraceServiceServicer_to_server,
 )
@@ -124,6 +128,61 @@ async def test_status_and_retry_hint_come_from_the_trailers() -> None:
     assert (throttled.value.code, throttled.value.min_delay) == ("RESOURCE_EXHAUSTED", 3.0)
     assert "scripted failure" in str(refused.value)
     assert (refused.value.code, refused.value.retryable) == ("UNAUTHENTICATED", False)
+
+
+class PeerSink(Sink):
+    """A sink that also records the client address of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[str] = []
+
+    async def Export(
+        self, request: ExportTraceServiceRequest, context: Any
+    ) -> ExportTraceServiceResponse:
+        self.peers.append(context.peer())
+        return await super().Export(request, context)
+
+
+async def test_a_goaway_moves_later_calls_to_a_new_connection() -> None:
+    """A collector that ends connections after 50 ms (GOAWAY): every call still succeeds."""
+    sink = PeerSink()
+    options = [("grpc.max_connection_age_ms", 50), ("grpc.max_connection_age_grace_ms", 60_000)]
+    async with _serve(sink, options=options) as target:
+        sender = OtlpGrpcSender(ExporterConfig(endpoint=target, insecure=True))
+        await sender.start()
+        try:
+            async with asyncio.timeout(20):
+                while len(set(sink.peers)) < 3:  # raises if a call is lost to a GOAWAY
+                    await asyncio.gather(*(sender.send(_payload()) for _ in range(4)))
+        finally:
+            await sender.shutdown()
+    assert len(sink.requests) == len(sink.peers)
+
+
+async def test_a_peer_that_does_not_speak_http2_is_retryable_unavailable() -> None:
+    """Garbage instead of HTTP/2 SETTINGS: the call fails retryably, nothing hangs."""
+
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(babble, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = ExporterConfig(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=20.0)
+        sender = OtlpGrpcSender(settings)
+        await sender.start()
+        try:
+            with pytest.raises(ExportFailed) as caught:
+                await sender.send(_payload())
+        finally:
+            await sender.shutdown()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (caught.value.code, caught.value.retryable) == ("UNAVAILABLE", True)
 
 
 # --------------------------------------------------------------------------- pure parts

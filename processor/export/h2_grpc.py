@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import Any
 
 import grpc
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 
 from processor.config.scalars import split_endpoint
@@ -36,6 +38,21 @@ from processor.export.grpc_frames import (
     reset_failure,
     text_pairs,
 )
+
+
+class _GracefulH2(h2.connection.H2Connection):
+    """h2's connection, kept open after a GOAWAY for the streams the server will finish.
+
+    h2 takes a received GOAWAY as the connection's end and refuses every later frame
+    (python-hyper/h2#1181), so the answers, PINGs and window updates of a server's
+    graceful shutdown (gRPC's two GOAWAYs) would fail calls it processes. The caller
+    opens no new stream once it has seen a GOAWAY.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = ConnectionState.CLIENT_OPEN
+        return result
 
 
 def _unavailable(message: str) -> ExportFailed:
@@ -63,7 +80,7 @@ class H2Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = _GracefulH2(config=config)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._changed: asyncio.Future[None] = loop.create_future()
@@ -199,7 +216,9 @@ class H2Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._settle()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # GOAWAY: streams above last_stream_id were not processed, so retrying is safe.
+            # GOAWAY: no new streams here; those above last_stream_id were not processed,
+            # so retrying them is safe; those at or below it may still complete (RFC 9113,
+            # 6.8), which _GracefulH2 lets them do.
             self.usable = False
             detail = f"the collector closed the connection: {event.error_code!r}"
             self._fail_streams(_unavailable(detail), event.last_stream_id or 0)
