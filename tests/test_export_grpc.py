@@ -411,6 +411,15 @@ async def test_unreadable_ca_file_is_config_error(tmp_path: Path) -> None:
         await OtlpGrpcSender(settings).start()
 
 
+async def test_ca_file_without_a_certificate_is_config_error(tmp_path: Path) -> None:
+    """With gzip (our own TLS client), a ca_file holding no certificate fails start()."""
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate\n")
+    settings = ExporterConfig(endpoint="127.0.0.1:1", ca_file=str(bogus), compression="gzip")
+    with pytest.raises(ConfigError, match=r"exporter\.ca_file"):
+        await OtlpGrpcSender(settings).start()
+
+
 # --------------------------------------------------------------------------- RetrySender + sink
 
 

@@ -58,10 +58,14 @@ class Answer:
         self.failure: ExportFailed | None = None
 
 
-def frame_gzip(payload: bytes) -> bytes:
-    """One gRPC message: compressed flag, 4-byte length, gzip (ISA-L level 1) body."""
-    body = gzip_fast(payload)
+def frame_compressed(body: bytes) -> bytes:
+    """One gRPC message of an already compressed ``body``: flag 1, 4-byte length, body."""
     return b"\x01" + len(body).to_bytes(4, "big") + body
+
+
+def frame_gzip(payload: bytes) -> bytes:
+    """One gRPC message: ``payload`` gzipped (ISA-L level 1), framed."""
+    return frame_compressed(gzip_fast(payload))
 
 
 def grpc_timeout(seconds: float) -> str:

@@ -28,12 +28,12 @@ from h2.errors import ErrorCodes
 
 from processor.config.scalars import split_endpoint
 from processor.export.classify import ExportFailed, export_failed
-from processor.export.compress import OFFLOAD_BYTES
+from processor.export.compress import gzip_body
 from processor.export.grpc_frames import (
     MAX_RESPONSE_BYTES,
     Answer,
     answer_of,
-    frame_gzip,
+    frame_compressed,
     grpc_timeout,
     reset_failure,
     text_pairs,
@@ -284,10 +284,7 @@ class H2GrpcChannel:
 
     async def call(self, payload: bytes, time_limit: float | None) -> bytes | None:
         """Export ``payload`` (a serialized request) gzipped; the answer's bytes or None."""
-        if len(payload) <= OFFLOAD_BYTES:
-            body = frame_gzip(payload)
-        else:
-            body = await asyncio.to_thread(frame_gzip, payload)
+        body = frame_compressed(await gzip_body(payload))
         headers = self._headers
         if time_limit is not None:
             headers = [*headers, (b"grpc-timeout", grpc_timeout(time_limit).encode())]

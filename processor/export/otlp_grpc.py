@@ -26,6 +26,7 @@ from processor.export.classify import (
     ExportFailed,
     export_failed,
 )
+from processor.export.client_tls import client_context
 from processor.export.config import ExporterConfig
 from processor.export.h2_grpc import H2GrpcChannel
 
@@ -76,7 +77,7 @@ class OtlpGrpcSender:
         if self._channel is not None:
             return
         if self._settings.compression == "gzip":
-            self._start_h2(await self._ssl_context())
+            self._start_h2(await client_context(self._settings, alpn=["h2"]))
             return
         channel = self._open_channel(await self._credentials())
         # request_serializer=None: the payload is already a serialized request and goes
@@ -140,33 +141,19 @@ class OtlpGrpcSender:
         if channel is not None:
             await channel.close(grace)
 
-    async def _ca_roots(self) -> bytes | None:
-        """The ``ca_file`` contents (None: system roots); ConfigError if unreadable."""
-        ca_file = self._settings.ca_file
-        if ca_file is None:
-            return None
-        try:
-            return await asyncio.to_thread(Path(ca_file).read_bytes)
-        except OSError as err:
-            problem = Problem("exporter.ca_file", f"cannot read {ca_file}: {err.strerror}")
-            raise ConfigError([problem]) from err
-
     async def _credentials(self) -> grpc.ChannelCredentials | None:
         """TLS credentials (system roots or ``ca_file``), or None for plaintext."""
         if self._settings.insecure:
             return None
-        return grpc.ssl_channel_credentials(root_certificates=await self._ca_roots())
-
-    async def _ssl_context(self) -> ssl.SSLContext | None:
-        """The same trust as an ``ssl`` context offering HTTP/2, or None for plaintext."""
-        if self._settings.insecure:
-            return None
-        roots = await self._ca_roots()
-        context = ssl.create_default_context(
-            cadata=None if roots is None else roots.decode("ascii", "replace")
-        )
-        context.set_alpn_protocols(["h2"])
-        return context
+        ca_file = self._settings.ca_file
+        if ca_file is None:
+            return grpc.ssl_channel_credentials()
+        try:
+            roots = await asyncio.to_thread(Path(ca_file).read_bytes)
+        except OSError as err:
+            problem = Problem("exporter.ca_file", f"cannot read {ca_file}: {err.strerror}")
+            raise ConfigError([problem]) from err
+        return grpc.ssl_channel_credentials(root_certificates=roots)
 
     def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
         """Create the (uncompressed) channel with large message limits."""

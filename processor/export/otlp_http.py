@@ -9,10 +9,8 @@ is permanent. A connection that fails or times out is retryable. Codes are
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import ssl
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -24,9 +22,9 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from processor.errors import ConfigError, Problem
 from processor.export.classify import SHUTDOWN_CODE, ExportFailed
-from processor.export.compress import OFFLOAD_BYTES, gzip_fast
+from processor.export.client_tls import client_context
+from processor.export.compress import gzip_body
 from processor.export.config import ExporterConfig
 from processor.export.otlp_grpc import PartialSuccessHook
 
@@ -86,7 +84,7 @@ class OtlpHttpSender:
         """Open the session; raises ConfigError if ``ca_file`` cannot be read."""
         if self._session is not None:
             return
-        context = await self._ssl_context()
+        context = await client_context(self._settings)
         connector = aiohttp.TCPConnector(ssl=context if context is not None else True)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
 
@@ -131,24 +129,10 @@ class OtlpHttpSender:
         if session is not None:
             await session.close()
 
-    async def _ssl_context(self) -> ssl.SSLContext | None:
-        """A client context trusting ``ca_file`` (else None: the system roots)."""
-        ca_file = self._settings.ca_file
-        if self._settings.insecure or ca_file is None:
-            return None
-        try:
-            return await asyncio.to_thread(ssl.create_default_context, cafile=ca_file)
-        except (OSError, ssl.SSLError) as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            problem = Problem("exporter.ca_file", f"cannot read {ca_file}: {reason}")
-            raise ConfigError([problem]) from err
-
     async def _compressed(self, payload: bytes) -> bytes:
         if self._settings.compression != "gzip":
             return payload
-        if len(payload) > OFFLOAD_BYTES:
-            return await asyncio.to_thread(gzip_fast, payload)
-        return gzip_fast(payload)
+        return await gzip_body(payload)
 
     def _failed(
         self, status: int, retry_after: str | None, answer: bytes, content_type: str
