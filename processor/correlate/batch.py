@@ -13,6 +13,7 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
@@ -41,6 +42,13 @@ class _Absent:
 
 _ABSENT: Any = _Absent()
 _NOT_IP: Any = object()  # a string that is not an address: the span has no address
+_NONE = id(None)
+
+
+def _unset(items: Sequence[object]) -> int:
+    """How many of ``items`` are None, by identity (``list.count(None)`` would call a
+    dataclass's ``__eq__`` in Python for every other item)."""
+    return list(map(id, items)).count(_NONE)
 
 
 class BatchPath:
@@ -56,6 +64,9 @@ class BatchPath:
         self._encoder = parts.encoder
         self._hold_group = parts.hold
         self._named = parts.resolver.named
+        # id(user) -> the span's own identity as a decision (the entry keeps the user
+        # alive, so its id is not reused while remembered)
+        self._by_user: dict[int, Attribution] = {}
         self._facts = facts
         self._decided = DecisionTable(parts.encoder)
         self._identity = parts.identity
@@ -86,17 +97,20 @@ class BatchPath:
         pending: list[int] | None = None  # None: every span
         learned = self._identified(received, columns, now_ns, decisions)
         trace_map = self._traces.entries
-        if learned is not None or trace_map:
-            pending = []
-            named = self._named
-            traced = map(trace_map.get, columns.trace_ids) if trace_map else repeat(None, n)
-            for i, (a, user) in enumerate(zip(decisions, traced, strict=False)):
-                if a is not None:
-                    continue
-                if user is None:
-                    pending.append(i)
-                else:
-                    decisions[i] = named(user, "trace", EXACT)
+        traced = list(map(trace_map.get, columns.trace_ids)) if trace_map else None
+        if traced is not None and _unset(traced) == n:
+            traced = None  # no span of a known trace
+        if learned is not None or traced is not None:
+            pending = [i for i, a in enumerate(decisions) if a is None]
+            if traced is not None:
+                named = self._named
+                undecided, pending = pending, []
+                for i in undecided:
+                    user = traced[i]
+                    if user is None:
+                        pending.append(i)
+                    else:
+                        decisions[i] = named(user, "trace", EXACT)
         held: list[int] = []
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
@@ -160,8 +174,8 @@ class BatchPath:
             else:
                 data = received.raw
             out.current = Payload(data, n - len(held), Counter({tag: 1}))
-        for trace_id in learned or ():
-            self._on_learned(trace_id, out)
+        if learned:
+            self._on_learned(learned, out)
         return out
 
     def _identified(
@@ -170,7 +184,7 @@ class BatchPath:
         columns: Columns,
         now_ns: int,
         decisions: list[Attribution | None],
-    ) -> list[bytes] | None:
+    ) -> dict[bytes, User] | None:
         """Name the spans that carry identity (their own, else their resource's) and
         learn their traces; returns the traces newly learned (None: no identity)."""
         n = received.spans
@@ -182,10 +196,17 @@ class BatchPath:
             return None
         # One Attribution per user object of the batch, its spans' decision; the
         # spans without identity keep theirs.
-        named = self._named
-        by_id = dict(zip(map(id, users), users, strict=True))
-        decided = {k: named(u, "span", EXACT) for k, u in by_id.items() if u is not None}
-        decisions[:] = map(decided.get, map(id, users), decisions)
+        ids = list(map(id, users))
+        known = self._by_user
+        found = list(map(known.get, ids))
+        if _unset(found) != ids.count(_NONE):  # a user not seen before
+            if len(known) >= _MEMO_LIMIT:
+                known.clear()
+            named = self._named
+            for i, (a, user) in enumerate(zip(found, users, strict=True)):
+                if a is None and user is not None:
+                    a = found[i] = known[ids[i]] = named(user, "span", EXACT)
+        decisions[:] = found  # every decision is still None here
         return self._traces.learn(columns.trace_ids, users, now_ns)
 
     def _resource_users(self, received: Received) -> list[User | None] | None:

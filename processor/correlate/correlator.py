@@ -9,7 +9,7 @@ request event, can still attribute them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -231,12 +231,13 @@ class Correlator:
     def _release(self, pieces: Sequence[Piece], out: Outcome, *, by_trace: bool = False) -> None:
         self._releaser.release(pieces, out, self._sessions, self.directory, by_trace_only=by_trace)
 
-    def _learned_here(self, trace_id: bytes, out: Outcome) -> None:
-        """A span of this request named its trace: release the trace, share it."""
-        self._release_trace(trace_id, out)
-        user = self._traces.get(trace_id)
-        if user is not None:
-            out.learned.append((trace_id, user))
+    def _learned_here(self, learned: Mapping[bytes, User], out: Outcome) -> None:
+        """Spans of this request named these traces: release them, share them."""
+        released = self._hold.traces(learned.keys())
+        if released:
+            out.released_early += sum(len(p.indexes) for p in released)
+            self._release(released, out, by_trace=True)
+        out.learned.extend(learned.items())
 
     def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
         released = self._hold.trace(trace_id)

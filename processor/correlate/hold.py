@@ -11,7 +11,7 @@ span. The caller supplies the time; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import compress, repeat
 from typing import NamedTuple
 
@@ -188,6 +188,12 @@ class HoldBuffer:
                 self._live -= len(taken)
                 out.append(Piece(group, taken))
         return out
+
+    def traces(self, trace_ids: Collection[bytes]) -> list[Piece]:
+        """Release every held span of each of ``trace_ids`` (one look-up when none is held)."""
+        if not self._by_trace or self._by_trace.keys().isdisjoint(trace_ids):
+            return []
+        return [piece for trace_id in trace_ids for piece in self.trace(trace_id)]
 
     def release(self, group: HeldGroup) -> list[int]:
         """Take the rest of ``group`` out (it leaves the queue when its turn comes)."""

@@ -101,7 +101,7 @@ class MessagePath:
         if usage is not None:
             usage.begin(raw)
         changed = False
-        learned: list[bytes] = []
+        learned: dict[bytes, User] = {}
         # Identity first, as on the column path: a span's trace is known to every
         # span of the request, whichever comes first.
         users = iter(self._identities(request, now_ns, learned) if check else ())
@@ -116,12 +116,12 @@ class MessagePath:
         if out.spans > out.held:
             data = request.SerializeToString() if changed or out.held else raw
             out.current = Payload(data, out.spans - out.held, Counter({tag: 1}))
-        for trace_id in learned:
-            self._learned(trace_id, out)
+        if learned:
+            self._learned(learned, out)
         return out
 
     def _identities(
-        self, request: ExportTraceServiceRequest, now_ns: int, learned: list[bytes]
+        self, request: ExportTraceServiceRequest, now_ns: int, learned: dict[bytes, User]
     ) -> list[User | None]:
         """Each span's identity (its own, else its resource's), in request order;
         learns the traces they name."""
@@ -134,7 +134,7 @@ class MessagePath:
                     user = read(span.attributes) or resource_user
                     users.append(user)
                     if user is not None and span.trace_id and put(span.trace_id, user, now_ns):
-                        learned.append(span.trace_id)
+                        learned[span.trace_id] = user
         return users
 
     def _receive_resource(

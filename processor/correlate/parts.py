@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from processor.correlate.address import AddressNormalizer
@@ -13,6 +13,7 @@ from processor.correlate.resolve import Resolver
 from processor.correlate.span_identity import IdentityReader
 from processor.correlate.usage_tally import UsageTally
 from processor.identity.sessions.traces import TraceIdentities
+from processor.model import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,4 +28,4 @@ class SpanPathParts:
     encoder: AttributionEncoder
     tally: UsageTally | None
     hold: Callable[[HeldGroup, Outcome], None]  # hold a request's spans
-    learned: Callable[[bytes, Outcome], None]  # a span of the request named its trace
+    learned: Callable[[Mapping[bytes, User], Outcome], None]  # traces a request's spans named
