@@ -50,6 +50,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from processor.correlate import address as address_module
 from processor.correlate import batch as batch_module
+from processor.correlate import decided as decided_module
 from processor.correlate import identity as identity_module
 from processor.correlate import usage as usage_module
 from processor.correlate.address import DEFAULT_ADDRESS_KEYS, normalize_ip
@@ -363,7 +364,7 @@ def test_correlator_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     """Equal rounds of traffic after warm-up leave traced memory flat.
 
     Every structure on the span path is bounded (store, trace map, hold buffer, the
-    address, directory and encoding caches). With small bounds they fill during the
+    address, directory, decision and encoding caches). With small bounds they fill during the
     warm-up, so later rounds must not grow memory. The run is deterministic (about
     +25, +65, +71 KiB after each round); the check catches leaks above roughly 130
     bytes per request (50 per span), e.g. a trace id kept per request.
@@ -372,6 +373,7 @@ def test_correlator_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setattr(module, "_CACHE_LIMIT", 256)
     for module in (batch_module, usage_module, columns_module):
         monkeypatch.setattr(module, "_MEMO_LIMIT", 256)
+    monkeypatch.setattr(decided_module, "_LIMIT", 256)
     rng = random.Random(20261126)
     correlator, store, traces = _small_correlator()
     now = T0

@@ -108,7 +108,7 @@ def test_the_tally_gives_what_reading_each_span_gives() -> None:
     users: dict[Hashable, User | None] = {0: MIKE, 1: ANA}
     owners = [0, 1, 0, 0, 1]
     tally = UsageTally(reader)
-    tally.add_columns(owners, users, columns.values)
+    tally.add_users([users[owner] for owner in owners], columns.values)
     expected: dict[UsageKey, list[float]] = {}
     reader.begin(received.raw)
     for owner, span in zip(owners, request.resource_spans[0].scope_spans[0].spans, strict=True):

@@ -25,6 +25,7 @@ from processor.correlate.hold import HeldGroup
 from processor.correlate.outcome import Outcome, Payload
 from processor.correlate.parts import SpanPathParts
 from processor.correlate.resolve import EXACT
+from processor.correlate.usage import USAGE_KEYS
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
 from processor.model import Attribution, User
@@ -54,7 +55,9 @@ def _unset(items: Sequence[object]) -> int:
 class BatchPath:
     """Attributes a :class:`Received` request from its columns, for one correlator."""
 
-    def __init__(self, parts: SpanPathParts, decider: Decider, facts: ColumnFacts) -> None:
+    def __init__(
+        self, parts: SpanPathParts, decider: Decider, facts: ColumnFacts, table: DecisionTable
+    ) -> None:
         rules = parts.rules
         self._rules = rules
         self._decider = decider
@@ -68,7 +71,7 @@ class BatchPath:
         # alive, so its id is not reused while remembered)
         self._by_user: dict[int, Attribution] = {}
         self._facts = facts
-        self._decided = DecisionTable(parts.encoder)
+        self._decided = table
         self._identity = parts.identity
         self._on_learned = parts.learned
         self._find_resource_addr = AttributeFinder(rules.address_keys).find
@@ -307,7 +310,9 @@ class BatchPath:
                 models,
                 now_ns + self._rules.hold_ns,
                 tag,
-                values=values if self._usage_tally is not None else None,
+                values=(
+                    {k: values[k] for k in USAGE_KEYS} if self._usage_tally is not None else None
+                ),
                 principals=principals,
                 present=present,
             )
@@ -322,7 +327,7 @@ class BatchPath:
                 [models[i] for i in pick()],
                 now_ns + self._rules.hold_ns,
                 tag,
-                values={k: [v[i] for i in pick()] for k, v in values.items()}
+                values={k: [values[k][i] for i in pick()] for k in USAGE_KEYS}
                 if self._usage_tally is not None
                 else None,
                 principals=None if principals is None else [principals[i] for i in pick()],

@@ -17,6 +17,7 @@ from processor.correlate.address import AddressNormalizer
 from processor.correlate.batch import BatchPath
 from processor.correlate.column_facts import ColumnFacts
 from processor.correlate.decide import Decider
+from processor.correlate.decided import DecisionTable
 from processor.correlate.hold import HeldGroup, HoldBuffer, Piece
 from processor.correlate.identity import AttributionEncoder
 from processor.correlate.lag import LagLearner
@@ -70,7 +71,8 @@ class Correlator:
         self._column_reader = ColumnReader([*wanted, *facts.wanted])
         decider = Decider(resolver)
         self._tally = UsageTally(usage) if usage is not None else None
-        self._releaser = Releaser(resolver, decider, self._encoder, traces, self._tally)
+        table = DecisionTable(self._encoder)
+        self._releaser = Releaser(resolver, decider, table, self._encoder, traces, self._tally)
         parts = SpanPathParts(
             rules,
             resolver,
@@ -82,7 +84,7 @@ class Correlator:
             lambda group, out: self.hold_group(group, out),
             self._learned_here,
         )
-        self._batch = BatchPath(parts, decider, facts)
+        self._batch = BatchPath(parts, decider, facts, table)
         self._message_path = MessagePath(parts, usage)
 
     @property

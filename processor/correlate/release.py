@@ -15,6 +15,7 @@ from operator import add
 from typing import Any
 
 from processor.correlate.decide import Decider, Principals
+from processor.correlate.decided import DecisionTable
 from processor.correlate.hold import Piece
 from processor.correlate.identity import AttributionEncoder
 from processor.correlate.outcome import Outcome, Payload
@@ -34,12 +35,14 @@ class Releaser:
         self,
         resolver: Resolver,
         decider: Decider,
+        table: DecisionTable,
         encoder: AttributionEncoder,
         traces: TraceIdentities,
         tally: UsageTally | None,
     ) -> None:
         self._resolver = resolver
         self._decider = decider
+        self._table = table  # shared with the span walk: one encoding per decision
         self._encoder = encoder
         self._traces = traces
         self._tally = tally
@@ -124,23 +127,28 @@ class Releaser:
         *,
         count: bool,
     ) -> None:
-        """Count, add usage, encode and build the request of the released spans."""
-        keys = list(map(id, decisions))
-        objects = dict(zip(keys, decisions, strict=True))
+        """Count, add usage, encode and build the request of the released spans.
+
+        Per span, these are look-ups in the decision table (in C); only the
+        decisions new to the table are encoded."""
+        table = self._table
+        ids = table.ids(decisions)
         if count:
-            ips = _gather(pieces, "ips")
-            for key, count_of in Counter(keys).items():
-                a = objects[key]
-                if a is None:
+            kinds = table.counts(ids)
+            for kind, count_of in kinds.items():
+                if kind is None:
                     out.unattributed += count_of
                 else:
-                    out.attributed[a.method, a.confidence] += count_of
-            out.no_address += sum(
-                1 for a, ip in zip(decisions, ips, strict=True) if a is None and ip is None
-            )
-        self._add_usage(pieces, keys, objects, out)
+                    out.attributed[kind] += count_of
+            if kinds.get(None):
+                ips = _gather(pieces, "ips")
+                out.no_address += sum(
+                    1 for a, ip in zip(decisions, ips, strict=True) if a is None and ip is None
+                )
+        if self._tally is not None:
+            _add_usage(self._tally, pieces, list(map(table.user.__getitem__, ids)))
+        extras = list(map(table.data.__getitem__, ids))
         encode = self._encoder.encoded
-        by_id = {key: encode(a) if a is not None else b"" for key, a in objects.items()}
         by_origin: dict[int, tuple[Origin, list[bytes]]] = {}
 
         def slot(origin: Origin) -> list[bytes]:
@@ -154,14 +162,14 @@ class Releaser:
         for group, indexes in pieces:
             k = len(indexes)
             tags[group.tag] += k
-            extras = list(map(by_id.__getitem__, keys[at : at + k]))
+            mine = extras[at : at + k]
             present = group.present
             if present is not None:
                 for j, (i, a) in enumerate(zip(indexes, decisions[at : at + k], strict=True)):
                     if present[i] and a is not None:
-                        extras[j] = encode(a, present[i])
+                        mine[j] = encode(a, present[i])
             at += k
-            joined = list(map(add, _pick(group.spans, indexes), extras))
+            joined = list(map(add, _pick(group.spans, indexes), mine))
             if group.origin is not None:
                 slot(group.origin).extend(joined)
             else:
@@ -170,33 +178,22 @@ class Releaser:
         merged: dict[Origin, list[bytes]] = {}
         for origin, spans_out in by_origin.values():
             merged.setdefault(origin, []).extend(spans_out)
-        out.released.append(Payload(build_request(merged.items()), len(keys), tags))
+        out.released.append(Payload(build_request(merged.items()), len(ids), tags))
 
-    def _add_usage(
-        self,
-        pieces: list[Piece],
-        keys: list[int],
-        objects: dict[int, Attribution | None],
-        out: Outcome,
-    ) -> None:
-        tally = self._tally
-        if tally is None:
-            return
-        users: dict[Any, User | None] = {
-            key: a.user if a is not None else None for key, a in objects.items()
-        }
-        at = 0
-        for group, indexes in pieces:
-            mine = keys[at : at + len(indexes)]
-            at += len(indexes)
-            if group.values is not None:
-                values = {k: _pick(v, indexes) for k, v in group.values.items()}
-                tally.add_columns(mine, users, values)
-            elif group.usages is not None:
-                for i, key in zip(indexes, mine, strict=True):
-                    used = group.usages[i]
-                    if used is not None:
-                        tally.add(users[key], used)
+
+def _add_usage(tally: UsageTally, pieces: list[Piece], users: list[User | None]) -> None:
+    """Add the usage of the released spans; ``users[i]`` is span ``i``'s."""
+    at = 0
+    for group, indexes in pieces:
+        mine = users[at : at + len(indexes)]
+        at += len(indexes)
+        if group.values is not None:
+            tally.add_users(mine, {k: _pick(v, indexes) for k, v in group.values.items()})
+        elif group.usages is not None:
+            for i, user in zip(indexes, mine, strict=True):
+                used = group.usages[i]
+                if used is not None:
+                    tally.add(user, used)
 
 
 def _gather(pieces: Sequence[Piece], name: str) -> list[Any]:

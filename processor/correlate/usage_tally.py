@@ -10,7 +10,7 @@ tally holds ``limit`` distinct rows), once per distinct row.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -54,18 +54,6 @@ class UsageTally:
     def full(self) -> bool:
         """Whether the tally holds ``limit`` rows and should be drained."""
         return len(self) >= self._limit
-
-    def add_columns(
-        self,
-        owners: Sequence[Hashable],
-        users: Mapping[Hashable, User | None],
-        values: Mapping[str, Sequence[bytes | None]],
-    ) -> None:
-        """Add the usage of every span whose columns are given.
-
-        ``owners[i]`` stands for the user of span ``i``, ``users[owners[i]]``.
-        """
-        self.add_users(list(map(users.__getitem__, owners)), values)
 
     def add_users(
         self, users: Sequence[User | None], values: Mapping[str, Sequence[bytes | None]]
