@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from correlation_kit import ANA, MIKE, MS, T0, S, event, kv
+from correlation_kit import ANA, MIKE, MS, T0, S, event, gateway_span, kv, request_of, sent, who
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -395,3 +395,29 @@ def test_a_malformed_resource_is_refused_before_it_is_acknowledged() -> None:
     correlator, _ = _correlator(0, True)
     with pytest.raises(DecodeError):
         correlator.admit(Received.parse(raw))
+
+
+@pytest.mark.parametrize("columns", [True, False])
+@pytest.mark.parametrize("hold_ms", [0, 3000])
+def test_a_held_span_is_still_matched_by_its_model(hold_ms: int, columns: bool) -> None:
+    """Two users' request events at one address and time, each naming a model: every
+    span goes to the user whose event names its model, held or not (held spans read
+    their models at release)."""
+    store = MemorySessionStore(100)
+    store.add(event(MIKE, T0 - 100 * MS, model="gpt-4o"))
+    store.add(event(ANA, T0 - 100 * MS, model="claude-sonnet-4"))
+    correlator = Correlator(
+        Rules(DEFAULT_ADDRESS_KEYS, ("gen_ai.request.model",), (), hold_ms * MS),
+        Resolver(window_ns=5 * S, skew_ns=500 * MS, policy="nearest"),
+        IdentityReader(),
+        store,
+        TraceIdentities(600 * S, 1000),
+        HoldBuffer(100),
+        columns=columns,
+    )
+    models = ["claude-sonnet-4", "gpt-4o", "claude-sonnet-4"]
+    spans_in = [gateway_span(trace, model=m) for trace, m in enumerate(models, 1)]
+    first = correlator.receive(Received.of(request_of(*spans_in)), T0)
+    assert first.held == (3 if hold_ms else 0)
+    got = [who(span)[0] for out in (first, correlator.drain()) for span in sent(out)]
+    assert got == [ANA.email, MIKE.email, ANA.email]

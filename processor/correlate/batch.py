@@ -13,7 +13,8 @@ and payload contents as the message path in ``correlator``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -123,7 +124,7 @@ class BatchPath:
         def models_of() -> list[str]:
             nonlocal models
             if models is None:
-                models = self._models_of(columns)
+                models = self._models_of(columns.values, len(columns.starts))
             return models
 
         decided = self._decider.decide(
@@ -160,9 +161,7 @@ class BatchPath:
                 tally.add_users(users, columns.values)
         present = self._facts.present(columns, n)
         if held:
-            self._hold(
-                received, columns, held, ips, models_of(), principals, present, now_ns, tag, out
-            )
+            self._hold(received, columns, held, ips, models, principals, present, now_ns, tag, out)
         if n > len(held):
             extras = list(map(table.data.__getitem__, ids))
             if present is not None:  # leave out what a span already says
@@ -272,12 +271,11 @@ class BatchPath:
             at += count
         return out
 
-    def _models_of(self, columns: Columns) -> list[str]:
+    def _models_of(self, values: Mapping[str, Sequence[bytes | None]], n: int) -> list[str]:
         """Each span's model: the first configured key with a non-empty string."""
-        n = len(columns.starts)
         models = [""] * n
         for key in reversed(self._rules.model_keys):  # earlier keys overwrite later ones
-            column = columns.values[key]
+            column = values[key]
             if column.count(None) == n:
                 continue
             text = self._texts.__getitem__
@@ -290,24 +288,35 @@ class BatchPath:
         columns: Columns,
         held: list[int],
         ips: list[str | None],
-        models: list[str],
+        models: list[str] | None,  # None: not read yet
         principals: list[Principals] | None,
         present: list[frozenset[str] | None] | None,
         now_ns: int,
         tag: int,
         out: Outcome,
     ) -> None:
-        """Hold the spans of ``held`` as one group."""
+        """Hold the spans of ``held`` as one group. Their models are read at release,
+        if request events need them, from the model columns kept."""
         spans, where = received.span_bytes(), origins(received)
         trace_ids, starts, values = columns.trace_ids, columns.starts, columns.values
-        if len(held) == len(spans):
+        everything = len(held) == len(spans)
+        held_models: list[str] | Callable[[], list[str]]
+        if models is not None:
+            held_models = models if everything else [models[i] for i in held]
+        else:
+            kept = {
+                k: values[k] if everything else [values[k][i] for i in held]
+                for k in self._rules.model_keys
+            }
+            held_models = partial(self._models_of, kept, len(held))
+        if everything:
             group = HeldGroup(
                 spans,
                 where,
                 trace_ids,
                 ips,
                 starts,
-                models,
+                held_models,
                 now_ns + self._rules.hold_ns,
                 tag,
                 values=(
@@ -324,7 +333,7 @@ class BatchPath:
                 [trace_ids[i] for i in pick()],
                 [ips[i] for i in pick()],
                 [starts[i] for i in pick()],
-                [models[i] for i in pick()],
+                held_models,
                 now_ns + self._rules.hold_ns,
                 tag,
                 values={k: [values[k][i] for i in pick()] for k in USAGE_KEYS}

@@ -34,7 +34,7 @@ class DecisionTable:
     def ids(self, decisions: Sequence[Attribution | None]) -> list[int]:
         """Each decision's id, every one of them known to the table."""
         ids = list(map(id, decisions))
-        if not self._objects.keys() >= set(ids):
+        if not all(map(self._objects.__contains__, ids)):
             self._learn(decisions)
         return ids
 

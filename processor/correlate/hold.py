@@ -11,7 +11,7 @@ span. The caller supplies the time; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import compress, repeat
 from typing import NamedTuple
 
@@ -28,10 +28,10 @@ class HeldGroup:
     """
 
     __slots__ = (
+        "_models",
         "deadline_ns",
         "ips",
         "live",
-        "models",
         "origin",
         "origins",
         "present",
@@ -52,7 +52,7 @@ class HeldGroup:
         trace_ids: list[bytes],
         ips: list[str | None],
         starts: list[int],
-        models: list[str],
+        models: list[str] | Callable[[], list[str]],  # or how to read them, when needed
         deadline_ns: int,
         tag: int = 0,
         *,
@@ -68,7 +68,7 @@ class HeldGroup:
         self.trace_ids = trace_ids
         self.ips = ips
         self.starts = starts
-        self.models = models
+        self._models = models
         self.deadline_ns = deadline_ns
         self.tag = tag
         self.values = values
@@ -80,6 +80,14 @@ class HeldGroup:
 
     def __len__(self) -> int:
         return len(self.spans)
+
+    @property
+    def models(self) -> list[str]:
+        """Each span's model (read when first asked: only request events need them)."""
+        models = self._models
+        if callable(models):
+            models = self._models = models()
+        return models
 
     def take(self, indexes: list[int]) -> list[int]:
         """Mark ``indexes`` released; returns those that were still held."""
