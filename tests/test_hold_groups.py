@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from processor.correlate.hold import HeldGroup, HoldBuffer
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processor.correlate.hold import HeldGroup, HoldBuffer, Piece
 from processor.wire.encoding import Origin
 
 ORIGIN = Origin(None, "", None, "")
@@ -86,3 +91,72 @@ def test_an_undone_group_is_skipped_at_its_deadline() -> None:
     assert len(hold) == 1
     assert spans(hold.due(10)) == [1]
     assert hold._by_trace == {}
+
+
+class Reference:
+    """The hold as a plain list of spans: (group number, index, trace, deadline, held)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.spans: list[list[Any]] = []
+
+    def live(self) -> list[list[Any]]:
+        return [s for s in self.spans if s[4]]
+
+    def take(self, chosen: list[list[Any]]) -> list[tuple[int, int]]:
+        for s in chosen:
+            s[4] = False
+        return [(s[0], s[1]) for s in chosen]
+
+    def add(self, number: int, traces: list[int], deadline: int) -> list[tuple[int, int]]:
+        self.spans += [[number, i, t, deadline, True] for i, t in enumerate(traces)]
+        excess = len(self.live()) - self.most
+        return self.take(self.live()[:excess]) if excess > 0 else []
+
+    def due(self, now: int) -> list[tuple[int, int]]:
+        return self.take([s for s in self.live() if s[3] <= now])
+
+    def trace(self, trace: int) -> list[tuple[int, int]]:
+        return self.take([s for s in self.live() if s[2] == trace])
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.lists(st.integers(1, 6), min_size=1, max_size=5)),
+        st.tuples(st.just("due"), st.integers(0, 3)),
+        st.tuples(st.just("trace"), st.lists(st.integers(1, 6), min_size=1, max_size=3)),
+    ),
+    max_size=14,
+)
+
+
+@given(_OPS, st.integers(1, 8))
+def test_the_hold_releases_what_a_list_of_spans_would(
+    ops: list[tuple[str, Any]], most: int
+) -> None:
+    """Whatever mix of requests held, deadlines, trace identities (the index is built
+    when a trace is first asked for) and a full buffer: the same spans leave, in the
+    same order, as from a plain list of spans."""
+    hold, reference = HoldBuffer(most), Reference(most)
+    groups: list[HeldGroup] = []
+    clock = 0
+
+    def released(pieces: list[Piece]) -> list[tuple[int, int]]:
+        return [(groups.index(p.group), i) for p in pieces for i in p.indexes]
+
+    for op, arg in ops:
+        if op == "add":
+            clock += 1
+            groups.append(group(*arg, deadline=clock + 2))
+            expected = reference.add(len(groups) - 1, arg, clock + 2)
+            assert released(hold.add(groups[-1])) == expected
+        elif op == "due":
+            clock += arg
+            assert released(hold.due(clock)) == reference.due(clock)
+        else:
+            ids = [bytes([t]) * 16 for t in arg]
+            expected = [span for t in arg for span in reference.trace(t)]
+            got = hold.traces(ids) if len(arg) > 1 else hold.trace(ids[0])
+            assert released(got) == expected
+        assert len(hold) == len(reference.live())
+    assert released(hold.drain()) == reference.take(reference.live())

@@ -134,6 +134,10 @@ class HoldBuffer:
     Released spans are flagged in their group and a group leaves the queue when
     its deadline comes or it has nothing left, which keeps every operation
     proportional to the spans it releases.
+
+    The trace index is built when a trace is first asked for, and kept from then
+    on: a deployment where no trace identity ever arrives (no Open WebUI spans,
+    no events with a trace id) does not index every held span.
     """
 
     def __init__(self, max_spans: int) -> None:
@@ -141,6 +145,7 @@ class HoldBuffer:
         self._queue: deque[HeldGroup] = deque()
         # trace id -> the group (or groups) holding spans of that trace
         self._by_trace: dict[bytes, HeldGroup | list[HeldGroup]] = {}
+        self._indexed = False  # whether _by_trace is kept (see the class docstring)
         self._live = 0
 
     def __len__(self) -> int:
@@ -151,12 +156,8 @@ class HoldBuffer:
         if not len(group):
             return []
         self._queue.append(group)
-        index, trace_ids = self._by_trace, group.trace_ids
-        if index.keys().isdisjoint(trace_ids):
-            index.update(zip(trace_ids, repeat(group)))
-        else:
-            for trace_id in trace_ids:
-                self._index(trace_id, group)
+        if self._indexed:
+            self._index_group(group)
         self._live += group.live
         forced: list[Piece] = []
         while self._live > self._max:
@@ -186,6 +187,7 @@ class HoldBuffer:
 
     def trace(self, trace_id: bytes) -> list[Piece]:
         """Release every held span of ``trace_id``."""
+        self._index_all()
         found = self._by_trace.pop(trace_id, None)
         if found is None:
             return []
@@ -199,6 +201,7 @@ class HoldBuffer:
 
     def traces(self, trace_ids: Collection[bytes]) -> list[Piece]:
         """Release every held span of each of ``trace_ids`` (one look-up when none is held)."""
+        self._index_all()
         if not self._by_trace or self._by_trace.keys().isdisjoint(trace_ids):
             return []
         return [piece for trace_id in trace_ids for piece in self.trace(trace_id)]
@@ -224,6 +227,21 @@ class HoldBuffer:
 
     # ------------------------------------------------------------------ index
 
+    def _index_all(self) -> None:
+        """Start keeping the trace index: every group held so far, in order."""
+        if not self._indexed:
+            self._indexed = True
+            for group in self._queue:
+                self._index_group(group)
+
+    def _index_group(self, group: HeldGroup) -> None:
+        index, trace_ids = self._by_trace, group.trace_ids
+        if index.keys().isdisjoint(trace_ids):
+            index.update(zip(trace_ids, repeat(group)))
+        else:
+            for trace_id in trace_ids:
+                self._index(trace_id, group)
+
     def _index(self, trace_id: bytes, group: HeldGroup) -> None:
         found = self._by_trace.get(trace_id)
         if found is None:
@@ -239,6 +257,8 @@ class HoldBuffer:
 
     def _forget(self, group: HeldGroup) -> None:
         """Drop the index entries that point at ``group``."""
+        if not self._indexed:
+            return
         index = self._by_trace
         for trace_id in group.trace_ids:
             found = index.get(trace_id)
