@@ -60,7 +60,8 @@ def _span_field(span: bytes) -> bytes:
     return SPAN_PREFIX[n] + span if n < PREFIXED else field(_F2, span)
 
 
-def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> bytes:
+def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> tuple[list[bytes], int]:
+    """One ScopeSpans' encoded parts, in order, and their total size."""
     parts = [] if origin.scope is None else [field(_F1, origin.scope)]
     lengths = list(map(len, spans))
     if lengths and max(lengths) < PREFIXED:  # every prefix from the table, in C
@@ -70,23 +71,30 @@ def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> bytes:
         parts.extend(map(_span_field, spans))
     if origin.scope_schema_url:
         parts.append(field(_F3, origin.scope_schema_url.encode()))
-    return b"".join(parts)
+    return parts, sum(map(len, parts))
 
 
 def build_request(groups: Iterable[tuple[Origin, Sequence[bytes]]]) -> bytes:
     """Serialized request holding each group's spans under its resource and scope.
 
-    Groups sharing a resource are placed under one ResourceSpans.
+    Groups sharing a resource are placed under one ResourceSpans. The sizes are
+    added up as the parts are listed, so the spans are copied once, by one join.
     """
-    by_resource: dict[tuple[bytes | None, str], list[bytes]] = {}
+    by_resource: dict[tuple[bytes | None, str], tuple[list[bytes], list[int]]] = {}
     for origin, spans in groups:
         key = (origin.resource, origin.resource_schema_url)
-        by_resource.setdefault(key, []).append(field(_F2, _scope_spans(origin, spans)))
-    out = []
-    for (resource, schema_url), scopes in by_resource.items():
-        parts = [] if resource is None else [field(_F1, resource)]
-        parts.extend(scopes)
-        if schema_url:
-            parts.append(field(_F3, schema_url.encode()))
-        out.append(field(_F1, b"".join(parts)))
+        parts, size = _scope_spans(origin, spans)
+        scopes, total = by_resource.setdefault(key, ([], [0]))
+        head = _F2 + varint(size)
+        scopes.append(head)
+        scopes.extend(parts)
+        total[0] += len(head) + size
+    out: list[bytes] = []
+    for (resource, schema_url), (scopes, (size,)) in by_resource.items():
+        first = b"" if resource is None else field(_F1, resource)
+        last = field(_F3, schema_url.encode()) if schema_url else b""
+        out.append(_F1 + varint(len(first) + size + len(last)))
+        out.append(first)
+        out.extend(scopes)
+        out.append(last)
     return b"".join(out)
