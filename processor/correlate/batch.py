@@ -119,6 +119,10 @@ class BatchPath:
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
         principals = self._facts.principals(columns, n) if directory.has_principals else None
+        if len(held) == n:  # every span waits (none names its user): nothing to decide now
+            present = self._facts.present(columns, n)
+            self._hold(received, columns, held, ips, None, principals, present, now_ns, tag, out)
+            return out
         models: list[str] | None = None
 
         def models_of() -> list[str]:
@@ -155,7 +159,7 @@ class BatchPath:
             if held:
                 skip = set(held)
                 keep = [i for i in range(n) if i not in skip]
-                values = {k: [v[i] for i in keep] for k, v in columns.values.items()}
+                values = {k: [columns.values[k][i] for i in keep] for k in USAGE_KEYS}
                 tally.add_users([users[i] for i in keep], values)
             else:
                 tally.add_users(users, columns.values)
