@@ -189,8 +189,9 @@ class ColumnReader:
             layout = layouts[first]
             stride = layout.count + 1
             stop = offset + (end - first) * stride
+            run = flat[offset:stop]  # one copy out of the parsed message per run
             for key, at in layout.positions.items():
-                out[key][first:end] = flat[offset + at : stop : stride]
+                out[key][first:end] = run[at::stride]
             offset, first = stop, end
         if offset != len(flat):
             return None
