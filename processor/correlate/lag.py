@@ -222,7 +222,7 @@ class LagLearner:
         (heavy-tailed, or too few samples yet to see it) fails this: a window cut
         from it would leave true events out and let other users' in.
         """
-        floor = max(seen_floor, source.total - source.spans) / len(source.bins)
+        floor = max(seen_floor, source.total - source.spans, 0.0) / len(source.bins)
         first = (window.lo_ns - self._lo) // BIN_NS
         last = (window.hi_ns - self._lo) // BIN_NS
         inside = source.bins[first : last + 1]
@@ -240,7 +240,8 @@ class LagLearner:
             outside = len(bins) - (last - first + 1)
             if outside < len(bins) // 4:
                 break
-            floor = (source.total - sum(bins[first : last + 1])) / outside
+            # A mean of counts; halved many times, the difference can round below zero.
+            floor = max(0.0, (source.total - sum(bins[first : last + 1])) / outside)
         signal = [
             max(0.0, bins[i] - floor) if first <= i <= last else 0.0 for i in range(len(bins))
         ]
