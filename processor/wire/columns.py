@@ -189,9 +189,8 @@ class ColumnReader:
             layout = layouts[first]
             stride = layout.count + 1
             stop = offset + (end - first) * stride
-            run = flat[offset:stop]  # one copy out of the parsed message per run
             for key, at in layout.positions.items():
-                out[key][first:end] = run[at::stride]
+                out[key][first:end] = flat[offset + at : stop : stride]
             offset, first = stop, end
         if offset != len(flat):
             return None
