@@ -53,6 +53,7 @@ class Outcome:
     no_address: int = 0
     held: int = 0
     failed: int = 0  # spans whose attribution raised: forwarded as they came
+    failure: Exception | None = None  # the first error behind ``failed`` (for the log)
     released_early: int = 0
     released_deadline: int = 0
     forced_out: int = 0

@@ -68,9 +68,11 @@ class Releaser:
         n = sum(len(p.indexes) for p in pieces)
         try:
             decisions = self._decide(pieces, sessions, directory, by_trace_only)
-        except Exception:  # one bad decision must not keep spans back
+        except Exception as exc:  # one bad decision must not keep spans back
             decisions = [None] * n
             out.failed += n
+            if out.failure is None:
+                out.failure = exc
             self._send(pieces, decisions, out, count=False)
             return
         self._send(pieces, decisions, out, count=True)

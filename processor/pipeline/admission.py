@@ -24,6 +24,8 @@ from processor.pipeline.record import Recorder
 from processor.wire.received import Received
 
 log = structlog.get_logger("processor.pipeline")
+# A failing attribution of released spans is logged at most this often (with the count).
+FAILURE_LOG_EVERY_NS = 60 * 1_000_000_000
 
 
 class Pipeline:
@@ -52,6 +54,8 @@ class Pipeline:
         self._reserved_bytes = 0
         self._on_learned = on_learned
         self._metrics = recorder.metrics
+        self._failure_logged_ns: int | None = None  # when the last failure was logged
+        self._failed_unlogged = 0  # spans failed since then
 
     def admit(self, raw: bytes) -> Received:
         """Read an Export request's bytes; raises ``DecodeError`` when they are not one
@@ -164,6 +168,8 @@ class Pipeline:
             self._enqueue(outcome.current)
         for payload in outcome.released:
             self._enqueue(payload)
+        if outcome.failure is not None:
+            self._report_failure(outcome.failure, outcome.failed)
         try:
             self._recorder.outcome(outcome)
             if self._on_learned is not None:
@@ -171,6 +177,22 @@ class Pipeline:
                     self._on_learned(trace_id, user)
         except Exception:
             log.exception("outcome_bookkeeping_failed", hint="spans were queued; metrics may lag")
+
+    def _report_failure(self, failure: Exception, spans: int) -> None:
+        """Log why released spans went out unattributed, at most once a minute."""
+        self._failed_unlogged += spans
+        now = self._clock_ns()
+        last = self._failure_logged_ns
+        if last is not None and now - last < FAILURE_LOG_EVERY_NS:
+            return
+        self._failure_logged_ns = now
+        log.error(
+            "release_attribution_failed",
+            spans=self._failed_unlogged,
+            exc_info=failure,
+            hint="these held spans were forwarded unattributed (enrich_failures_total)",
+        )
+        self._failed_unlogged = 0
 
     def _enqueue(self, payload: Payload) -> None:
         self.queue.put(Batch(payload.data, payload.spans, payload.tags))
