@@ -60,8 +60,8 @@ def _span_field(span: bytes) -> bytes:
     return SPAN_PREFIX[n] + span if n < PREFIXED else field(_F2, span)
 
 
-def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> tuple[list[bytes], int]:
-    """One ScopeSpans' encoded parts, in order, and their total size."""
+def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> list[bytes]:
+    """One ScopeSpans' encoded parts, in order (joined by the caller)."""
     parts = [] if origin.scope is None else [field(_F1, origin.scope)]
     lengths = list(map(len, spans))
     if lengths and max(lengths) < PREFIXED:  # every prefix from the table, in C
@@ -71,30 +71,28 @@ def _scope_spans(origin: Origin, spans: Sequence[bytes]) -> tuple[list[bytes], i
         parts.extend(map(_span_field, spans))
     if origin.scope_schema_url:
         parts.append(field(_F3, origin.scope_schema_url.encode()))
-    return parts, sum(map(len, parts))
+    return parts
 
 
 def build_request(groups: Iterable[tuple[Origin, Sequence[bytes]]]) -> bytes:
     """Serialized request holding each group's spans under its resource and scope.
 
-    Groups sharing a resource are placed under one ResourceSpans. The sizes are
-    added up as the parts are listed, so the spans are copied once, by one join.
+    Groups sharing a resource are placed under one ResourceSpans. Each level's
+    length prefix comes from its parts' sizes, so the spans are copied once, by
+    one join.
     """
-    by_resource: dict[tuple[bytes | None, str], tuple[list[bytes], list[int]]] = {}
+    by_resource: dict[tuple[bytes | None, str], list[bytes]] = {}
     for origin, spans in groups:
-        key = (origin.resource, origin.resource_schema_url)
-        parts, size = _scope_spans(origin, spans)
-        scopes, total = by_resource.setdefault(key, ([], [0]))
-        head = _F2 + varint(size)
-        scopes.append(head)
+        parts = _scope_spans(origin, spans)
+        scopes = by_resource.setdefault((origin.resource, origin.resource_schema_url), [])
+        scopes.append(_F2 + varint(sum(map(len, parts))))
         scopes.extend(parts)
-        total[0] += len(head) + size
     out: list[bytes] = []
-    for (resource, schema_url), (scopes, (size,)) in by_resource.items():
-        first = b"" if resource is None else field(_F1, resource)
-        last = field(_F3, schema_url.encode()) if schema_url else b""
-        out.append(_F1 + varint(len(first) + size + len(last)))
-        out.append(first)
+    for (resource, schema_url), scopes in by_resource.items():
+        if resource is not None:
+            scopes.insert(0, field(_F1, resource))
+        if schema_url:
+            scopes.append(field(_F3, schema_url.encode()))
+        out.append(_F1 + varint(sum(map(len, scopes))))
         out.extend(scopes)
-        out.append(last)
     return b"".join(out)
