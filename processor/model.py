@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,3 +61,12 @@ class Attribution:
     # With a learned lag: how many times likelier the best user was than the
     # next or a lost event (capped); 0 when window membership decided.
     margin: int = 0
+
+
+_NONE = id(None)
+
+
+def unset(items: Sequence[object]) -> int:
+    """How many of ``items`` are None, by identity: ``list.count(None)`` would call the
+    generated ``__eq__`` of every dataclass above, in Python, for each other item."""
+    return list(map(id, items)).count(_NONE)

@@ -29,7 +29,7 @@ from processor.correlate.resolve import EXACT
 from processor.correlate.usage import USAGE_KEYS
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
-from processor.model import Attribution, User
+from processor.model import Attribution, User, unset
 from processor.wire.columns import Columns, any_value
 from processor.wire.memo import Computed
 from processor.wire.received import Received
@@ -44,13 +44,6 @@ class _Absent:
 
 _ABSENT: Any = _Absent()
 _NOT_IP: Any = object()  # a string that is not an address: the span has no address
-_NONE = id(None)
-
-
-def _unset(items: Sequence[object]) -> int:
-    """How many of ``items`` are None, by identity (``list.count(None)`` would call a
-    dataclass's ``__eq__`` in Python for every other item)."""
-    return list(map(id, items)).count(_NONE)
 
 
 class BatchPath:
@@ -68,9 +61,7 @@ class BatchPath:
         self._encoder = parts.encoder
         self._hold_group = parts.hold
         self._named = parts.resolver.named
-        # id(user) -> the span's own identity as a decision (the entry keeps the user
-        # alive, so its id is not reused while remembered)
-        self._by_user: dict[int, Attribution] = {}
+        self._named_all = parts.resolver.named_all
         self._facts = facts
         self._decided = table
         self._identity = parts.identity
@@ -102,7 +93,7 @@ class BatchPath:
         learned = self._identified(received, columns, now_ns, decisions)
         trace_map = self._traces.entries
         traced = list(map(trace_map.get, columns.trace_ids)) if trace_map else None
-        if traced is not None and _unset(traced) == n:
+        if traced is not None and unset(traced) == n:
             traced = None  # no span of a known trace
         if learned is not None or traced is not None:
             pending = [i for i, a in enumerate(decisions) if a is None]
@@ -119,8 +110,8 @@ class BatchPath:
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
         principals = self._facts.principals(columns, n) if directory.has_principals else None
+        present = self._facts.present(columns, n)
         if len(held) == n:  # every span waits (none names its user): nothing to decide now
-            present = self._facts.present(columns, n)
             self._hold(received, columns, held, ips, None, principals, present, now_ns, tag, out)
             return out
         models: list[str] | None = None
@@ -163,7 +154,6 @@ class BatchPath:
                 tally.add_users([users[i] for i in keep], values)
             else:
                 tally.add_users(users, columns.values)
-        present = self._facts.present(columns, n)
         if held:
             self._hold(received, columns, held, ips, models, principals, present, now_ns, tag, out)
         if n > len(held):
@@ -200,19 +190,9 @@ class BatchPath:
             users = [u or r for u, r in zip(users or repeat(None, n), resources, strict=False)]
         if users is None:
             return None
-        # One Attribution per user object of the batch, its spans' decision; the
-        # spans without identity keep theirs.
-        ids = list(map(id, users))
-        known = self._by_user
-        found = list(map(known.get, ids))
-        if _unset(found) != ids.count(_NONE):  # a user not seen before
-            if len(known) >= _MEMO_LIMIT:
-                known.clear()
-            named = self._named
-            for i, (a, user) in enumerate(zip(found, users, strict=True)):
-                if a is None and user is not None:
-                    a = found[i] = known[ids[i]] = named(user, "span", EXACT)
-        decisions[:] = found  # every decision is still None here
+        # One Attribution per user object, its spans' decision; the spans without
+        # identity keep theirs (every decision is still None here).
+        decisions[:] = self._named_all(users, "span", EXACT)
         return self._traces.learn(columns.trace_ids, users, now_ns)
 
     def _resource_users(self, received: Received) -> list[User | None] | None:

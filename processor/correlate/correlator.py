@@ -9,7 +9,7 @@ request event, can still attribute them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -204,14 +204,14 @@ class Correlator:
         if session.trace_id:
             trace_id = bytes.fromhex(session.trace_id)
             if self._traces.put(trace_id, session.user, now_ns):
-                self._release_trace(trace_id, out)
+                self._release_traces((trace_id,), out)
         return self._spill(out)
 
     def learn_trace(self, trace_id: bytes, user: User, now_ns: int) -> Outcome:
         """A trace's identity learned elsewhere (another replica): release its held spans."""
         out = Outcome()
         if self._traces.put(trace_id, user, now_ns):
-            self._release_trace(trace_id, out)
+            self._release_traces((trace_id,), out)
         return self._spill(out)
 
     def tick(self, now_ns: int) -> Outcome:
@@ -235,14 +235,11 @@ class Correlator:
 
     def _learned_here(self, learned: Mapping[bytes, User], out: Outcome) -> None:
         """Spans of this request named these traces: release them, share them."""
-        released = self._hold.traces(learned.keys())
-        if released:
-            out.released_early += sum(len(p.indexes) for p in released)
-            self._release(released, out, by_trace=True)
+        self._release_traces(learned.keys(), out)
         out.learned.extend(learned.items())
 
-    def _release_trace(self, trace_id: bytes, out: Outcome) -> None:
-        released = self._hold.trace(trace_id)
+    def _release_traces(self, trace_ids: Collection[bytes], out: Outcome) -> None:
+        released = self._hold.traces(trace_ids)
         if released:
             out.released_early += sum(len(p.indexes) for p in released)
             self._release(released, out, by_trace=True)

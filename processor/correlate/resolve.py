@@ -19,7 +19,7 @@ from processor.correlate.lag import LagLearner, LagSummary
 from processor.correlate.lag_training import observe_events
 from processor.identity.directory import Directory
 from processor.identity.sessions.store import SessionLookup
-from processor.model import Attribution, Session, User
+from processor.model import Attribution, Session, User, unset
 
 AmbiguityPolicy = Literal["skip", "nearest", "candidates"]
 # Spans of one batch and address that train the lag learner at most (evenly spread).
@@ -83,7 +83,9 @@ class Resolver:
         self._margin = margin
         self.claims = Claims()
         self._decisions: dict[tuple[str, str, int, int], Attribution] = {}
-        self._named: dict[tuple[int, str, str], Attribution] = {}
+        # (method, confidence) -> id(user) -> the decision; each entry keeps its user
+        # alive, so an id is not reused while it is remembered.
+        self._named: dict[tuple[str, str], dict[int, Attribution]] = {}
 
     def _learned(self, ip: str, t_ns: int, events: Sequence[Session]) -> Learned | None:
         """The learned lag of every kind among ``events`` at ``ip``.
@@ -285,14 +287,32 @@ class Resolver:
     def named(self, user: User, method: str, confidence: str) -> Attribution:
         """The shared Attribution naming ``user`` this way (one object per user object,
         so a busy user's attribute bytes are encoded once, not per span or batch)."""
-        key = (id(user), method, confidence)
-        hit = self._named.get(key)
-        if hit is not None and hit.user is user:
-            return hit
-        if len(self._named) >= _DECISIONS_LIMIT:
-            self._named.clear()
-        found = self._named[key] = Attribution(user, method, confidence)
+        by_user = self._named_by(method, confidence)
+        hit = by_user.get(id(user))
+        if hit is None:
+            if len(by_user) >= _DECISIONS_LIMIT:
+                by_user.clear()
+            hit = by_user[id(user)] = Attribution(user, method, confidence)
+        return hit
+
+    def named_all(
+        self, users: Sequence[User | None], method: str, confidence: str
+    ) -> list[Attribution | None]:
+        """:meth:`named` for each of ``users`` (None stays None); one look-up in C per
+        user seen before."""
+        ids = list(map(id, users))
+        found = list(map(self._named_by(method, confidence).get, ids))
+        if unset(found) != unset(users):  # a user not seen before
+            for i, (a, user) in enumerate(zip(found, users, strict=True)):
+                if a is None and user is not None:
+                    found[i] = self.named(user, method, confidence)
         return found
+
+    def _named_by(self, method: str, confidence: str) -> dict[int, Attribution]:
+        by_user = self._named.get((method, confidence))
+        if by_user is None:
+            by_user = self._named[method, confidence] = {}
+        return by_user
 
     def _interned(self, user: User | None, confidence: str, n: int, margin: int) -> Attribution:
         """One Attribution object per distinct decision, so the span writer encodes each
