@@ -13,7 +13,7 @@ BUILD_REQ := setuptools>=77
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: demo test lint typecheck unit proto lock bench bench-shapes bench-ab bench-enrich bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui lock-e2e clean
+.PHONY: demo test lint typecheck unit proto lock bench bench-shapes bench-ab bench-enrich bench-floor bench-attribution bench-redis bench-memory bench-hostile e2e-openwebui lock-e2e clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +61,11 @@ bench-ab: $(STAMP)
 bench-enrich: $(STAMP)
 	$(BIN)/python -m benchmarks.enrich
 
-# Attribution precision/recall on a simulated day (prints the table; not a test).
+# What the C calls every request needs cost per span, and the ceiling they leave.
+bench-floor: $(STAMP)
+	$(BIN)/python -m benchmarks.floor
+
+# Redis propagation delay between two replicas vs a per-request round trip (not a test).
 bench-redis: $(STAMP)
 	$(BIN)/python -m benchmarks.redis_share
 	$(BIN)/python -m benchmarks.redis_share --events 500 --spacing-ms 2
@@ -74,6 +78,7 @@ bench-memory: $(STAMP)
 bench-hostile: $(STAMP)
 	$(BIN)/python -m benchmarks.hostile_latency
 
+# Attribution precision/recall on a simulated day (prints the table; not a test).
 bench-attribution: $(STAMP)
 	$(BIN)/python -m benchmarks.attribution
 	$(BIN)/python -m benchmarks.attribution_dense

@@ -93,6 +93,11 @@ class Correlator:
         return self._resolver.lags
 
     @property
+    def column_reader(self) -> ColumnReader:
+        """What reads each request's columns (benchmarks time it alone)."""
+        return self._column_reader
+
+    @property
     def held(self) -> int:
         """Spans currently held."""
         return len(self._hold)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import is_not
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -90,6 +90,11 @@ class ColumnReader:
         self._layouts: dict[bytes, Layout] = {}
         self._repeated = (b"", b"")  # (one span's encoded keys, those keys for a whole batch)
 
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        """The attribute keys read, each once."""
+        return self._wanted
+
     def read(self, spans: Sequence[bytes]) -> Columns | None:
         """The columns of ``spans`` (serialized Span messages), or None when they
         cannot be read this way (see the module docstring)."""
@@ -97,7 +102,7 @@ class ColumnReader:
         if not n:
             return Columns([], [], {key: [] for key in self._wanted})
         try:
-            flat = SpanColumns.FromString(_MARK.join([*spans, b""]))  # a marker after each
+            flat = flat_columns(spans)
         except DecodeError:
             return None
         trace_ids, starts, kvs = flat.trace_id, flat.start_time_unix_nano, flat.attributes
@@ -195,6 +200,12 @@ class ColumnReader:
         if offset != len(flat):
             return None
         return out
+
+
+def flat_columns(spans: Sequence[bytes]) -> Any:
+    """``spans`` parsed as one :data:`SpanColumns`, a marker after each; raises
+    ``DecodeError``."""
+    return SpanColumns.FromString(_MARK.join([*spans, b""]))
 
 
 def _every(items: Sequence[_T], start: int, step: int) -> list[_T]:
