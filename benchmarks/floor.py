@@ -99,6 +99,8 @@ def main() -> None:
         correlator.admit(one)
         return correlator.receive(one, 0).current
 
+    _check_enriched(enrich(0))
+
     def view(i: int) -> object:
         raw = raws[i % PARTS]
         return Received(raw, RequestView.FromString(raw)).span_bytes()
@@ -152,6 +154,23 @@ def main() -> None:
         for label, cost in (("floor only", floor), ("enrich step", whole)):
             ceiling = end_to_end / (transport + cost)
             print(f"ceiling with the {label}: {ceiling:.2f} x the proxy")
+
+
+def _check_enriched(payload: object) -> None:
+    """Stop unless every span of the enrich step's output names its user: a path
+    that skipped the work would time as fast."""
+    data = getattr(payload, "data", None)
+    if not isinstance(data, bytes):
+        raise SystemExit(f"enrich step forwarded nothing: {payload!r}")
+    request = ExportTraceServiceRequest.FromString(data)
+    named = sum(
+        any(kv.key == "user.email" for kv in span.attributes)
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    )
+    if named != BATCH:
+        raise SystemExit(f"enrich step named {named} of {BATCH} spans' users")
 
 
 if __name__ == "__main__":

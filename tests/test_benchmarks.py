@@ -30,6 +30,15 @@ def test_enrich_benchmark_runs() -> None:
     assert "pass-through" in result.stdout
 
 
+def test_floor_benchmark_runs() -> None:
+    """The floor benchmark checks its enrich step names every user, then prints the
+    ceiling the given proxy rate implies."""
+    result = run_module("benchmarks.floor", "--seconds", "0.2", "--proxy-spans-per-s", "300000")
+    assert result.returncode == 0, result.stderr
+    assert "service floor" in result.stdout
+    assert result.stdout.count("ceiling with the") == 2
+
+
 def test_compress_benchmark_runs() -> None:
     """The gzip cost table prints a row per compressor."""
     result = run_module("benchmarks.compress", "--rounds", "2")
