@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 from processor.correlate.column_facts import ColumnFacts, Principals
@@ -89,23 +90,8 @@ class BatchPath:
         ips, per_ip = self._addresses_of(received, columns)
         starts = columns.starts
         decisions: list[Attribution | None] = [None] * n
-        pending: list[int] | None = None  # None: every span
         learned = self._identified(received, columns, now_ns, decisions)
-        trace_map = self._traces.entries
-        traced = list(map(trace_map.get, columns.trace_ids)) if trace_map else None
-        if traced is not None and unset(traced) == n:
-            traced = None  # no span of a known trace
-        if learned is not None or traced is not None:
-            pending = [i for i, a in enumerate(decisions) if a is None]
-            if traced is not None:
-                named = self._named
-                undecided, pending = pending, []
-                for i in undecided:
-                    user = traced[i]
-                    if user is None:
-                        pending.append(i)
-                    else:
-                        decisions[i] = named(user, "trace", EXACT)
+        pending = self._by_trace(columns, decisions, learned is not None)
         held: list[int] = []
         if self._rules.hold_ns > 0:
             held, pending = list(range(n)) if pending is None else pending, []
@@ -173,6 +159,36 @@ class BatchPath:
         if learned:
             self._on_learned(learned, out)
         return out
+
+    def _by_trace(
+        self, columns: Columns, decisions: list[Attribution | None], identified: bool
+    ) -> list[int] | None:
+        """Name the undecided spans of traces already known; returns the spans still
+        undecided (None: every span). Spans named by their own identity are not
+        looked up: their traces were just learned."""
+        n = len(decisions)
+        trace_map = self._traces.entries
+        if identified:
+            pending = list(compress(range(n), map(is_, decisions, repeat(None))))
+            if not pending or not trace_map:
+                return pending
+            ids = columns.trace_ids
+            traced = [trace_map.get(ids[i]) for i in pending]
+        else:
+            if not trace_map:
+                return None
+            traced = list(map(trace_map.get, columns.trace_ids))
+            if unset(traced) == n:
+                return None  # no span of a known trace
+            pending = list(range(n))
+        named = self._named
+        undecided: list[int] = []
+        for i, user in zip(pending, traced, strict=True):
+            if user is None:
+                undecided.append(i)
+            else:
+                decisions[i] = named(user, "trace", EXACT)
+        return undecided
 
     def _identified(
         self,
