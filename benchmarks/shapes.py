@@ -12,7 +12,9 @@ Configurations: **defaults** (hold 6 s, exporter gzip; only addresses, the API t
 and the push rate limit are set) and **tuned** (hold 0, compression none). Sessions
 cover every address. Throughput is spans counted at the sink as they arrive during
 the window (released holds included); each row checks at the sink the share of spans
-enriched and that no acknowledged span was lost.
+enriched and that no acknowledged span was lost. The decode + re-encode proxy runs
+again after the service rows; ratios use the mean of its two runs, and the report
+prints how far it moved (this machine's speed drifts by tens of percent within minutes).
 
 Usage: python -m benchmarks.shapes [--quick] [--json FILE]
 """
@@ -52,6 +54,8 @@ TUNED_TARGET = 0.75
 IDENTITY_TOLERANCE = 0.8  # identity batches >= this share of identity-free ones
 ENRICHED_TARGET = 0.99
 ADDED_P99_TARGET_MS = 5.0
+PROXY = "pass-through decoding and re-encoding"
+PROXY_AGAIN = f"{PROXY}, again at the end"  # this machine's speed drifts within a run
 
 
 def diverse_sessions(now_ns: int, count: int = DIVERSE_ADDRESSES) -> list[str]:
@@ -102,6 +106,25 @@ class Report:
                 return float(row.result["delivered_spans_per_s"])
         return 0.0
 
+    def base(self, shape: str) -> float:
+        """The decode + re-encode proxy's spans/s on ``shape``: the mean of its runs at
+        the start and at the end (0 when absent)."""
+        runs = [self.find(label, shape) for label in (PROXY, PROXY_AGAIN)]
+        found = [r for r in runs if r]
+        return sum(found) / len(found) if found else 0.0
+
+    def drift(self) -> list[str]:
+        """How far the proxy moved between the start and the end of the run, per shape."""
+        out = []
+        for shape in ("narrow", "diverse"):
+            start, end = self.find(PROXY, shape), self.find(PROXY_AGAIN, shape)
+            if start and end:
+                out.append(
+                    f"decode + re-encode proxy, {shape}: {start:,.0f} spans/s at the start, "
+                    f"{end:,.0f} at the end ({end / start - 1:+.0%}); ratios use their mean"
+                )
+        return out
+
     def render(self) -> str:
         """Markdown tables and a PASS/MISS line per target."""
         lines = [f"machine: {self.machine}", ""]
@@ -112,10 +135,7 @@ class Report:
         lines.append("|---|---|---|---|---|---|---|---|")
         for row in self.rows:
             r = row.result
-            base = self.find(
-                "pass-through decoding and re-encoding",
-                "diverse" if row.shape == "identity" else row.shape,
-            )
+            base = self.base("diverse" if row.shape == "identity" else row.shape)
             ratio = r["delivered_spans_per_s"] / base if base else 0.0
             rss = f"{row.memory.peak_mb:.0f}" if row.memory else ""
             lines.append(
@@ -123,6 +143,9 @@ class Report:
                 f"| {r['enriched_share']:.1%} | {r['spans_lost']:,} "
                 f"| {r['latency_ms']['p50']:.2f} / {r['latency_ms']['p99']:.2f} | {rss} |"
             )
+        drift = self.drift()
+        if drift:
+            lines += ["", *drift]
         if self.latency:
             lines += [
                 "",
@@ -146,7 +169,7 @@ class Report:
         def verdict(ok: bool, text: str) -> None:
             out.append(f"{'PASS' if ok else 'MISS'} {text}")
 
-        base = self.find("pass-through decoding and re-encoding", "diverse")
+        base = self.base("diverse")
         if base:
             for label, target in (
                 ("service, defaults", DEFAULTS_TARGET),
@@ -228,7 +251,7 @@ def _steps(
 
     for label, extra in (
         ("pass-through forwarding bytes", ["--bytes"]),
-        ("pass-through decoding and re-encoding", []),
+        (PROXY, []),
     ):
         proxy = start_listener(
             label,
@@ -265,7 +288,7 @@ def _steps(
                 rate = tuned_diverse.result["delivered_spans_per_s"] / 2
                 for name, target in (
                     ("straight to the sink", sink),
-                    ("pass-through decoding and re-encoding", passthrough),
+                    (PROXY, passthrough),
                     ("service, tuned", service),
                 ):
                     result = runner.run(
@@ -280,6 +303,8 @@ def _steps(
                     report.latency.append(Row(name, "diverse", result))
         service.stop()
         children.remove(service)
+    for shape in ("narrow", "diverse"):  # the ratios use the proxy's mean over the run
+        measure(PROXY_AGAIN, passthrough, shape)
 
     for label, compression, overrides, hold_s in (
         ("service, tuned, request events on 4 addresses", "none", TUNED, 0.0),
