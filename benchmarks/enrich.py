@@ -37,7 +37,7 @@ from processor.wire.received import Received
 BATCH = 512
 
 
-def _rate(step: Callable[[], object], seconds: float, repeats: int = 5) -> float:
+def best_rate(step: Callable[[], object], seconds: float, repeats: int = 5) -> float:
     """Best spans/s of ``step`` (one batch per call) over ``repeats`` timed rounds.
 
     The best round is the least disturbed by the rest of the machine.
@@ -66,7 +66,7 @@ def main() -> None:
     def passthrough() -> object:
         return ExportTraceServiceRequest.FromString(raw).SerializeToString()
 
-    base = _rate(passthrough, args.seconds)
+    base = best_rate(passthrough, args.seconds)
     print(f"{'case':<66} {'spans/s':>10} {'vs pass-through':>16}")
     print(f"{'decode + re-encode (pass-through)':<66} {base:>10,.0f} {1.0:>16.2f}")
     mixed = mixed_batch(BATCH)
@@ -84,7 +84,7 @@ def main() -> None:
             correlator.admit(received)
             return correlator.receive(received, 0).current
 
-        rate = _rate(enrich, args.seconds)
+        rate = best_rate(enrich, args.seconds)
         how = ("columns" if columns else "full decode") + (", usage" if usage else ", no usage")
         how += ", 1 span in 20 without tokens" if batch is mixed else ""
         label = f"enrich all ({how}), {count:,} sessions"
@@ -96,7 +96,7 @@ def main() -> None:
         ("identity on every span (Open WebUI's headers), diverse", named),
     ):
         rate = _rotating_rate(
-            batches, _correlator(_diverse_store(), usage=True, columns=True), args.seconds
+            batches, _correlator(diverse_store(), usage=True, columns=True), args.seconds
         )
         label = f"enrich all, {label}"
         print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
@@ -104,7 +104,7 @@ def main() -> None:
         rate = _held_rate([raw], columns, args.seconds, sessions_store())
         label = f"hold 6 s: hold every span, release ({'columns' if columns else 'full decode'})"
         print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
-    rate = _held_rate(diverse, True, args.seconds, _diverse_store())
+    rate = _held_rate(diverse, True, args.seconds, diverse_store())
     label = "hold 6 s: hold every span, release (columns), diverse"
     print(f"{label:<66} {rate:>10,.0f} {rate / base:>16.2f}")
 
@@ -117,7 +117,7 @@ def sessions_store() -> MemorySessionStore:
     return store
 
 
-def _diverse_store() -> MemorySessionStore:
+def diverse_store() -> MemorySessionStore:
     """One user's session on each of the diverse shape's addresses."""
     store = MemorySessionStore(DIVERSE_ADDRESSES + 1)
     hour = 3600 * 10**9
@@ -138,7 +138,7 @@ def _rotating_rate(batches: list[bytes], correlator: Correlator, seconds: float)
         correlator.admit(received)
         return correlator.receive(received, 0).current
 
-    return _rate(enrich, seconds)
+    return best_rate(enrich, seconds)
 
 
 def _held_rate(
@@ -158,7 +158,7 @@ def _held_rate(
             correlator.tick(7 * 10**9)
         return out
 
-    return _rate(hold_and_release, seconds)
+    return best_rate(hold_and_release, seconds)
 
 
 def _correlator(

@@ -20,13 +20,13 @@ Usage: python -m benchmarks.floor [--seconds 2] [--proxy-spans-per-s N]
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+from itertools import count
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.enrich import _diverse_store
+from benchmarks.enrich import BATCH, best_rate, diverse_store
 from benchmarks.workload import diverse_batch
 from processor.app.build import build_correlator
 from processor.app.config import parse_config
@@ -40,24 +40,14 @@ from processor.wire.splice import splice
 from processor.wire.strict import check_ids, check_request
 from processor.wire.views import RequestView, SpanIds
 
-BATCH = 512
 PARTS = 4
 
 
-def per_span_us(step: Callable[[int], object], seconds: float, repeats: int = 5) -> float:
-    """Best µs per span of ``step(i)`` (one batch per call, ``i`` counting calls) over
-    ``repeats`` timed rounds; the best round is the least disturbed by the machine."""
-    step(0)  # warm caches
-    best = float("inf")
-    calls = 0
-    for _ in range(repeats):
-        start, done = time.perf_counter(), 0
-        while (elapsed := time.perf_counter() - start) < seconds / repeats:
-            calls += 1
-            step(calls)
-            done += 1
-        best = min(best, elapsed / done / BATCH * 1e6)
-    return best
+def per_span_us(step: Callable[[int], object], seconds: float) -> float:
+    """Best µs per span of ``step(i)`` (one batch per call, ``i`` counting calls), timed
+    as :func:`benchmarks.enrich.best_rate` times a step."""
+    calls = count()
+    return 1e6 / best_rate(lambda: step(next(calls)), seconds)
 
 
 def main() -> None:
@@ -86,7 +76,7 @@ def main() -> None:
         env={},
     )
     traces = TraceIdentities(int(config.correlation.trace_ttl * 1e9), config.correlation.max_traces)
-    correlator = build_correlator(config, _diverse_store(), traces)
+    correlator = build_correlator(config, diverse_store(), traces)
     reader: ColumnReader = correlator.column_reader
     encoder = AttributionEncoder()
     extras = [
